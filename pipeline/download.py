@@ -1,0 +1,38 @@
+"""Stage 1, download: materialise every source named in data.sources.
+
+Output: `data/raw/<source>/...` for sources that write files, and `data/raw/listing.csv`
+with one row per file found (see `sources.Row`), which is ingest's only input.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.errors import run_main
+from pipeline.params import load_params
+from pipeline.sources import COLUMNS, SOURCES
+
+RAW_DIR = Path("data/raw")
+LISTING = RAW_DIR / "listing.csv"
+
+
+def download(params: dict, raw_dir: Path = RAW_DIR) -> pd.DataFrame:
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in params["data"]["sources"]:
+        found = SOURCES[name](params["data"], raw_dir / name)
+        print(f"download: {name}: {len(found)} files")
+        rows.extend(r.to_dict() for r in found)
+    listing = pd.DataFrame(rows, columns=list(COLUMNS))
+    listing.to_csv(raw_dir / "listing.csv", index=False)
+    return listing
+
+
+def main() -> None:
+    listing = download(load_params())
+    print(f"download: {len(listing)} files listed in {LISTING}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,132 @@
+"""Safe image decoding: any file in, an sRGB uint8 array or a named reason out.
+
+Real scraped data holds zero-byte files, HTML error pages saved as .jpg, truncated
+downloads, CMYK and 16-bit files, images with alpha or an ICC profile, and the odd
+decompression bomb. `decode()` never raises for any of these: it returns a `Decoded`
+with `status == "ok"` and the pixels, or with a status that names the reason.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+# Pillow's own bomb guard is a warning at MAX_IMAGE_PIXELS and an error at twice that;
+# we check the declared size ourselves (before any pixel is decoded) against the param.
+Image.MAX_IMAGE_PIXELS = None
+
+STATUSES = ("ok", "empty", "not_image", "truncated", "corrupt", "too_large")
+
+_SRGB_PROFILE = ImageCms.createProfile("sRGB")
+_ORIENTATION = 0x0112  # EXIF tag
+# Leading bytes of the common formats: a file that starts like one but will not parse
+# is a corrupt image, not a non-image.
+_IMAGE_MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+
+
+@dataclass
+class Decoded:
+    status: str  # one of STATUSES
+    error: str = ""  # one line, for the manifest
+    width: int = 0  # full size as a viewer shows it (after EXIF rotation)
+    height: int = 0
+    mode: str = ""  # Pillow mode of the file, e.g. RGB, CMYK, I;16, P
+    format: str = ""  # JPEG, PNG, ...
+    pixels: np.ndarray | None = None  # (H, W, 3) uint8 sRGB, EXIF-oriented
+    notes: str = ""  # what conversion was applied, e.g. "alpha over white; icc->sRGB"
+
+
+def decode(data: bytes, max_pixels: int, draft_size: int | None = None) -> Decoded:
+    """Decode `data` to sRGB uint8.
+
+    `draft_size` lets JPEG decode at a reduced scale (DCT scaling) when the caller will
+    shrink the image to about that size anyway; it never goes below that size.
+    """
+    if not data:
+        return Decoded("empty", "zero-byte file")
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        if data.startswith(_IMAGE_MAGIC):
+            return Decoded("corrupt", "starts like an image but cannot be parsed")
+        return Decoded("not_image", "not a recognised image format")
+    except Exception as e:  # noqa: BLE001 - any parser failure is a corrupt file
+        return Decoded("corrupt", _one_line(e))
+    out = Decoded("ok", width=im.width, height=im.height, mode=im.mode, format=im.format or "")
+    if im.width * im.height > max_pixels:
+        out.status = "too_large"
+        out.error = f"{im.width}x{im.height} exceeds ingest.max_pixels={max_pixels} (decompression-bomb guard)"
+        return out
+    try:
+        if im.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
+            out.width, out.height = im.height, im.width  # rotated 90°: report what a viewer shows
+    except Exception:  # noqa: BLE001 - a broken EXIF block is not a broken image
+        pass
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # EXIF/ICC chatter; real failures raise
+            if draft_size and im.format == "JPEG" and im.mode in ("RGB", "L"):
+                im.draft(im.mode, (draft_size, draft_size))
+            im.load()
+            rgb, notes = _to_srgb(im)
+    except OSError as e:
+        msg = _one_line(e)
+        out.status = "truncated" if "truncated" in msg.lower() else "corrupt"
+        out.error = msg
+        return out
+    except Exception as e:  # noqa: BLE001 - a decoder bug on a hostile file is still a reject
+        out.status, out.error = "corrupt", _one_line(e)
+        return out
+    out.pixels = np.asarray(rgb, dtype=np.uint8)
+    out.notes = notes
+    return out
+
+
+def _to_srgb(im: Image.Image) -> tuple[Image.Image, str]:
+    notes = []
+    icc = im.info.get("icc_profile")
+    if im.getexif().get(_ORIENTATION, 1) != 1:
+        im = ImageOps.exif_transpose(im)
+        notes.append("exif-oriented")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # High bit depth gray: scale to 8 bits by the range the mode can hold.
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 or im.mode.startswith("I;16") else 255.0
+        im = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        notes.append("16-bit->8-bit")
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        notes.append("palette")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Composite over white: transparent regions of product shots and logos are
+        # meant to be seen on a light page.
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, rgba).convert("RGB")
+        notes.append("alpha over white")
+    if icc and im.mode in ("RGB", "CMYK"):
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            im = ImageCms.profileToProfile(im, src, _SRGB_PROFILE, outputMode="RGB")
+            notes.append("icc->sRGB")
+        except Exception:  # noqa: BLE001 - a broken profile: fall back to a plain convert
+            notes.append("icc ignored")
+    if im.mode != "RGB":
+        if im.mode == "CMYK":
+            notes.append("cmyk")
+        im = im.convert("RGB")
+    return im, "; ".join(notes)
+
+
+def fit_square(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop the short side and resize to size x size (bicubic, antialiased)."""
+    im = Image.fromarray(pixels)
+    return np.asarray(ImageOps.fit(im, (size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
+
+
+def _one_line(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}".replace("\n", " ").strip()
+    return text[:300]

@@ -1,0 +1,124 @@
+"""Stage 2, ingest: decode every listed file safely into one manifest and a shard store.
+
+Outputs:
+- `data/ingest/manifest.parquet`: one row per file found, usable or not (columns below).
+- `data/ingest/shards/`: the usable images at the working resolution (see store.py).
+- `reports/ingest.json`: counts. found == usable + rejected, always; the stage fails
+  loudly if they ever disagree.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from multiprocessing import Pool
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from pipeline.download import LISTING
+from pipeline.errors import UserError, run_main
+from pipeline.imageio import decode, fit_square
+from pipeline.params import load_params
+from pipeline.store import ShardWriter
+
+OUT_DIR = Path("data/ingest")
+MANIFEST = OUT_DIR / "manifest.parquet"
+SHARDS = OUT_DIR / "shards"
+REPORT = Path("reports/ingest.json")
+
+
+def stable_id(source: str, relpath: str, sha256: str) -> str:
+    """A content hash salted with where the file was found.
+
+    Pure content hashes collide for exact duplicates (which curate must see as two
+    files to drop one), so the id also covers source and path; it stays the same for
+    as long as the file's bytes and place do.
+    """
+    return hashlib.sha256(f"{source}\0{relpath}\0{sha256}".encode()).hexdigest()[:16]
+
+
+def _process(task: tuple[str, int, int]) -> dict:
+    path, image_size, max_pixels = task
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        return {"bytes": 0, "sha256": "", "status": "unreadable_file", "error": f"{type(e).__name__}: {e}"}
+    d = decode(data, max_pixels=max_pixels, draft_size=image_size)
+    row = {
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "width": d.width,
+        "height": d.height,
+        "mode": d.mode,
+        "format": d.format,
+        "status": d.status,
+        "error": d.error,
+        "notes": d.notes,
+    }
+    if d.pixels is not None:
+        row["_pixels"] = fit_square(d.pixels, image_size)
+    return row
+
+
+def ingest(listing: pd.DataFrame, params: dict, out_dir: Path = OUT_DIR, workers: int | None = None) -> pd.DataFrame:
+    cfg = params["ingest"]
+    size = cfg["image_size"]
+    writer = ShardWriter(out_dir / "shards", cfg["shard_size"], size)
+    tasks = [(p, size, cfg["max_pixels"]) for p in listing["path"]]
+    workers = workers or min(4, os.cpu_count() or 1)
+    rows = []
+    # imap keeps listing order, so shards and manifest are the same on every run.
+    with Pool(workers) as pool:
+        results = pool.imap(_process, tasks, chunksize=8)
+        for src, res in tqdm(zip(listing.to_dict("records"), results), total=len(tasks), desc="ingest", unit="img"):
+            pixels = res.pop("_pixels", None)
+            shard, index = writer.add(pixels) if pixels is not None else (-1, -1)
+            rows.append({
+                "id": stable_id(src["source"], src["relpath"], res["sha256"]),
+                **src,
+                **res,
+                "shard": shard,
+                "shard_index": index,
+            })
+    writer.close()
+    manifest = pd.DataFrame(rows)
+    for col in ("width", "height"):
+        manifest[col] = manifest[col].fillna(0).astype("int64")
+    for col in ("mode", "format", "notes"):
+        manifest[col] = manifest[col].fillna("")
+    manifest = manifest.fillna({"label": "", "attribution": "", "defect": "", "defect_detail": "", "defect_of": ""})
+    manifest.to_parquet(out_dir / "manifest.parquet", index=False)
+    return manifest
+
+
+def summarise(manifest: pd.DataFrame) -> dict:
+    usable = int((manifest["status"] == "ok").sum())
+    found = len(manifest)
+    report = {
+        "found": found,
+        "usable": usable,
+        "rejected": found - usable,
+        "by_status": manifest["status"].value_counts().sort_index().to_dict(),
+        "by_source": manifest["source"].value_counts().sort_index().to_dict(),
+    }
+    if report["usable"] + report["rejected"] != report["found"] or sum(report["by_status"].values()) != found:
+        raise RuntimeError(f"ingest counts do not reconcile: {report}")
+    return report
+
+
+def main() -> None:
+    params = load_params()
+    if not LISTING.exists():
+        raise UserError(f"{LISTING} not found: run the download stage first (dvc repro download)")
+    listing = pd.read_csv(LISTING, dtype=str, keep_default_na=False)
+    manifest = ingest(listing, params)
+    report = summarise(manifest)
+    REPORT.parent.mkdir(exist_ok=True)
+    REPORT.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"ingest: found {report['found']} = usable {report['usable']} + rejected {report['rejected']} {report['by_status']}")
+
+
+if __name__ == "__main__":
+    run_main(main)

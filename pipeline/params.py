@@ -1,0 +1,214 @@
+"""Load and validate params.yaml.
+
+Every stage reads params through `load_params()`, which checks the whole file against
+SCHEMA: unknown keys, missing keys, wrong types and out-of-range values all end in a
+one-line `ParamsError` that names the key. Validating the whole file in every stage is
+cheap and means a typo anywhere fails fast instead of surfacing three stages later.
+
+Defaults live in params.yaml (with a comment beside each), not here: the schema says
+what is allowed, the file says what is chosen.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import UserError
+
+PARAMS_FILE = "params.yaml"
+
+# The names later stages dispatch on. Kept here (not imported from the stage modules)
+# so that validating params never imports torch; tests check they match the registries.
+SOURCE_NAMES = ("garden", "folder")
+MODEL_NAMES = ("unet",)
+
+
+class ParamsError(UserError):
+    """A bad value in params.yaml; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Int:
+    lo: int | None = None
+    hi: int | None = None
+
+    def check(self, key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key}: expected an integer, got {value!r}")
+        _check_range(key, value, self.lo, self.hi)
+        return value
+
+
+@dataclass(frozen=True)
+class Float:
+    lo: float | None = None
+    hi: float | None = None
+
+    def check(self, key: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{key}: expected a number, got {value!r}")
+        _check_range(key, value, self.lo, self.hi)
+        return float(value)
+
+
+@dataclass(frozen=True)
+class Bool:
+    def check(self, key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key}: expected true or false, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class Str:
+    def check(self, key: str, value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise ParamsError(f"{key}: expected a non-empty string, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class Choice:
+    choices: tuple[str, ...]
+    what: str = "value"
+
+    def check(self, key: str, value: Any) -> str:
+        if value not in self.choices:
+            close = difflib.get_close_matches(str(value), self.choices, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ParamsError(
+                f"{key}: unknown {self.what} {value!r}{hint}; choose from {', '.join(self.choices)}"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: Any
+    min_len: int = 1
+
+    def check(self, key: str, value: Any) -> list:
+        if not isinstance(value, list):
+            raise ParamsError(f"{key}: expected a list, got {value!r}")
+        if len(value) < self.min_len:
+            raise ParamsError(f"{key}: expected at least {self.min_len} item(s), got none")
+        if len(set(map(str, value))) != len(value):
+            raise ParamsError(f"{key}: items must be unique, got {value!r}")
+        return [self.item.check(f"{key}[{i}]", v) for i, v in enumerate(value)]
+
+
+def _check_range(key, value, lo, hi) -> None:
+    if lo is not None and value < lo:
+        raise ParamsError(f"{key}: must be >= {lo}, got {value!r}")
+    if hi is not None and value > hi:
+        raise ParamsError(f"{key}: must be <= {hi}, got {value!r}")
+
+
+SCHEMA: dict[str, Any] = {
+    "data": {
+        "sources": ListOf(Choice(SOURCE_NAMES, "source")),
+        "garden": {
+            "n_images": Int(1, 1_000_000),
+            "seed": Int(0),
+            "min_size": Int(16, 4096),
+            "max_size": Int(16, 4096),
+            "defect_rate": Float(0.0, 1.0),
+        },
+        "folder": {"path": Str()},
+    },
+    "ingest": {
+        "image_size": Int(16, 1024),
+        "max_pixels": Int(1_000_000),
+        "shard_size": Int(1, 1_000_000),
+    },
+    "curate": {
+        "min_side": Int(1),
+        "gray_chroma": Float(0.0, 100.0),
+    },
+    "split": {
+        "train": Float(0.0, 1.0),
+        "val": Float(0.0, 1.0),
+        "salt": Str(),
+    },
+    "train": {
+        "model": Choice(MODEL_NAMES, "model"),
+        "epochs": Int(1, 10_000),
+        "batch_size": Int(1, 4096),
+        "lr": Float(1e-7, 10.0),
+        "weight_decay": Float(0.0, 1.0),
+        "width": Int(1, 1024),
+        "depth": Int(1, 6),
+        "seed": Int(0),
+        "threads": Int(0, 256),
+    },
+    "evaluate": {
+        "lookup_bins": Int(2, 1000),
+        "grid_images": Int(1, 64),
+    },
+}
+
+
+def _validate(node: Any, schema: Any, key: str) -> Any:
+    if isinstance(schema, dict):
+        where = key or "params"
+        if not isinstance(node, dict):
+            raise ParamsError(f"{where}: expected a mapping, got {node!r}")
+        unknown = sorted(set(node) - set(schema))
+        if unknown:
+            name = f"{key}.{unknown[0]}" if key else unknown[0]
+            close = difflib.get_close_matches(unknown[0], list(schema), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ParamsError(f"{name}: unknown key{hint}")
+        out = {}
+        for name, sub in schema.items():
+            full = f"{key}.{name}" if key else name
+            if name not in node:
+                raise ParamsError(f"{full}: missing key")
+            out[name] = _validate(node[name], sub, full)
+        return out
+    return schema.check(key, node)
+
+
+def _cross_checks(p: dict) -> None:
+    g = p["data"]["garden"]
+    if g["min_size"] > g["max_size"]:
+        raise ParamsError(
+            f"data.garden.min_size: must be <= data.garden.max_size ({g['max_size']}), got {g['min_size']}"
+        )
+    s = p["split"]
+    if s["train"] + s["val"] >= 1.0:
+        raise ParamsError(
+            f"split.val: split.train + split.val must leave a test share, got {s['train']} + {s['val']}"
+        )
+    if s["train"] <= 0:
+        raise ParamsError("split.train: must be > 0")
+    depth, size = p["train"]["depth"], p["ingest"]["image_size"]
+    if size % (2**depth):
+        raise ParamsError(
+            f"train.depth: ingest.image_size ({size}) must be divisible by 2**depth ({2**depth}), got depth {depth}"
+        )
+
+
+def validate(raw: Any) -> dict:
+    """Validate a params mapping and return it with numbers normalised."""
+    params = _validate(raw, SCHEMA, "")
+    _cross_checks(params)
+    return params
+
+
+def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
+    """Read and validate params.yaml; raise ParamsError with a one-line message."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the project root)") from None
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0]
+        raise ParamsError(f"{path}: not valid YAML: {first}") from None
+    return validate(raw)

@@ -1,0 +1,88 @@
+"""Data sources: each turns its params into files on disk plus one listing row per file.
+
+A source is a function `fetch(data_params, out_dir) -> list[Row]`. It may write files
+under `out_dir` (the garden generates them; downloaders will fetch them) or point at
+files where they already are (a local folder). Either way it returns one row per file
+found, so ingest sees every file and nothing is lost silently. New sources (Flowers-102,
+Open Images) add a function here and their name to `params.SOURCE_NAMES`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from pipeline import garden
+from pipeline.errors import UserError
+
+
+@dataclass
+class Row:
+    source: str  # the data.sources name
+    path: str  # where the file is, relative to the project root or absolute
+    relpath: str  # its path inside the source: stable, used in ids
+    label: str = ""  # class/species/subfolder where known
+    attribution: str = ""  # author / licence / URL where known
+    defect: str = ""  # planted-defect truth (garden only), "none" for clean
+    defect_detail: str = ""
+    defect_of: str = ""  # relpath of the original a planted copy was made from
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+COLUMNS = tuple(Row.__dataclass_fields__)
+
+
+def fetch_garden(data: dict, out_dir: Path) -> list[Row]:
+    g = data["garden"]
+    cfg = garden.GardenConfig(
+        n_images=g["n_images"],
+        seed=g["seed"],
+        min_size=g["min_size"],
+        max_size=g["max_size"],
+        defect_rate=g["defect_rate"],
+    )
+    records = garden.generate(out_dir, cfg, progress=True)
+    return [
+        Row(
+            source="garden",
+            path=(out_dir / r["path"]).as_posix(),
+            relpath=r["path"],
+            label=r["label"],
+            attribution="synthetic (pipeline/garden.py)",
+            defect=r["defect"],
+            defect_detail=r["defect_detail"],
+            defect_of=r["defect_of"],
+        )
+        for r in records
+    ]
+
+
+def fetch_folder(data: dict, out_dir: Path) -> list[Row]:
+    """Every non-hidden file under data.folder.path, in place; subfolders become labels.
+
+    Files are not copied: the folder is a DVC dependency of the download stage, so a
+    change in it reruns the pipeline, and ingest reads the files where they are.
+    """
+    root = Path(data["folder"]["path"])
+    if not root.is_dir():
+        raise UserError(f"data.folder.path: {str(root)!r} is not a directory")
+    rows = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue  # .gitkeep, .DS_Store and friends are not photos
+            full = Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            label = Path(rel).parent.as_posix()
+            rows.append(Row(source="folder", path=full.as_posix(), relpath=rel, label="" if label == "." else label))
+    return rows
+
+
+SOURCES: dict[str, Callable[[dict, Path], list[Row]]] = {
+    "garden": fetch_garden,
+    "folder": fetch_folder,
+}

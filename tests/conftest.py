@@ -1,0 +1,82 @@
+"""Shared fixtures. Tests are hermetic: their own HOME, MLflow store and DVC settings."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def hermetic_env(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("DO_NOT_TRACK", "true")
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    monkeypatch.setenv("FIFTYONE_DO_NOT_TRACK", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "test")
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "test@example.com")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "test")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "test@example.com")
+    yield
+
+
+def bin_path(name: str) -> str:
+    """A console script of this venv (dvc, mlflow), whatever PATH says."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else (shutil.which(name) or name)
+
+
+def run(cmd, cwd, check=True, env=None, timeout=900) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    full_env["PATH"] = f"{Path(sys.executable).parent}:{full_env['PATH']}"
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=full_env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def make_project(dest: Path, params_overrides: dict | None = None) -> Path:
+    """A fresh git+DVC repo holding this project's pipeline, for real `dvc repro` runs."""
+    import yaml
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "pipeline", dest / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / "data" / "folder").mkdir(parents=True)
+    (dest / "data" / "folder" / ".gitkeep").touch()
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value in (params_overrides or {}).items():
+        node = params
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], dest)
+    run([bin_path("dvc"), "init", "-q"], dest)
+    run([bin_path("dvc"), "config", "core.analytics", "false"], dest)
+    run([bin_path("dvc"), "config", "core.check_update", "false"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "init"], dest)
+    return dest
+
+
+TINY = {
+    "data.garden.n_images": 120,
+    "ingest.image_size": 32,
+    "curate.min_side": 24,
+    "train.epochs": 2,
+    "train.width": 8,
+    "train.depth": 2,
+    "evaluate.grid_images": 4,
+}
