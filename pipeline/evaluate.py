@@ -31,7 +31,7 @@ from pipeline.grid import save_grid
 from pipeline.metrics import is_perfect, psnr_uint8
 from pipeline.models import build_model, predict_ab
 from pipeline.params import load_params, validate
-from pipeline.train import MODEL_PATH, grid_rows
+from pipeline.train import MODEL_PATH, REPORT as TRAIN_REPORT, grid_rows
 
 METRICS = Path("reports/metrics.json")
 PER_IMAGE = Path("reports/eval_per_image.csv")
@@ -79,7 +79,8 @@ def evaluate(params: dict) -> dict:
     METRICS.write_text(json.dumps(metrics, indent=2) + "\n")
     n = min(cfg["grid_images"], len(test.L))
     save_grid(grid_rows(test.L[:n], predictions["model"][:n], test.rgb[:n]), GRID)
-    _log_to_mlflow(ckpt.get("mlflow_run_id"), metrics)
+    run_id = json.loads(TRAIN_REPORT.read_text()).get("mlflow_run_id") if TRAIN_REPORT.exists() else None
+    _log_to_mlflow(run_id, metrics)
     return metrics
 
 

@@ -1,7 +1,7 @@
 """MLflow set-up shared by every stage that logs.
 
 - The store: `MLFLOW_TRACKING_URI` if set, else a SQLite file `mlflow.db` at the
-  project root, as an absolute URI. Queued `dvc exp run --queue` experiments execute in
+  project root, as an absolute URI, with artifacts in `mlartifacts/` beside it. Queued `dvc exp run --queue` experiments execute in
   a temporary copy under `.dvc/tmp/exps/`, where a relative URI would silently create a
   second, throw-away store; so the root is found by walking out of that copy.
 - Telemetry is off.
@@ -59,6 +59,14 @@ def setup():
 
     # Alembic prints every migration step at INFO the first time a store is created.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    user_uri = "MLFLOW_TRACKING_URI" in os.environ  # read first: set_tracking_uri sets it
     mlflow.set_tracking_uri(tracking_uri())
+    if not user_uri and mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        # Artifacts beside the store, by absolute path: MLflow's default (./mlruns of the
+        # current directory) would be lost inside a queued experiment's temp copy.
+        try:
+            mlflow.create_experiment(EXPERIMENT, artifact_location=(project_root() / "mlartifacts").as_uri())
+        except mlflow.exceptions.MlflowException:
+            pass  # created meanwhile by a parallel run
     mlflow.set_experiment(EXPERIMENT)
     return mlflow

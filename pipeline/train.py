@@ -5,10 +5,11 @@ The whole training split fits in memory at the working resolution (1,000 images 
 per epoch. Augmentation is a horizontal flip per sample.
 
 Outputs:
-- `models/model.pt`: a checkpoint with model, optimizer, scheduler, epoch, the resolved
-  params and the MLflow run id; load it with `torch.load(weights_only=True)`.
+- `models/model.pt`: a checkpoint with model, optimizer, scheduler, epoch and the
+  resolved params; load it with `torch.load(weights_only=True)`. It holds nothing
+  run-specific (no run id, no time), so the same data and params give the same bytes.
 - `reports/train_history.csv`: per-epoch train/val loss and val PSNR (a DVC plot).
-- `reports/train.json`: final numbers (a DVC metrics file).
+- `reports/train.json`: final numbers and the MLflow run id (a DVC metrics file).
 - An MLflow run with params, per-epoch metrics, the model and a sample grid.
 """
 from __future__ import annotations
@@ -137,7 +138,6 @@ def train(params: dict) -> dict:
                 scheduler=sched.state_dict(),
                 epoch=epoch,
                 params=params,
-                mlflow_run_id=run.info.run_id,
             )
 
         n = min(8, len(val_data.L))

@@ -13,8 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
-@pytest.fixture(autouse=True)
-def hermetic_env(tmp_path_factory, monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def hermetic_env(tmp_path_factory):
+    """Session-wide, so module-scoped fixtures (the e2e project) see it too."""
+    monkeypatch = pytest.MonkeyPatch()
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -27,6 +29,7 @@ def hermetic_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GIT_COMMITTER_NAME", "test")
     monkeypatch.setenv("GIT_COMMITTER_EMAIL", "test@example.com")
     yield
+    monkeypatch.undo()
 
 
 def bin_path(name: str) -> str:

@@ -1,0 +1,115 @@
+"""The real thing: `dvc repro` of the whole pipeline in a fresh git repo, on a tiny config.
+
+Checks metrics.json, that a second repro is a no-op, that the same inputs give the same
+outputs, that a train.* change reruns only train and evaluate, that MLflow got the run,
+and that a bad param stops the pipeline with a one-line error.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import yaml
+
+from tests.conftest import TINY, bin_path, make_project, run
+
+pytestmark = pytest.mark.slow
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def outs_hashes(project) -> dict:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return {
+        o["path"]: o.get("md5")
+        for stage in lock["stages"].values()
+        for o in stage.get("outs", [])
+    }
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    proj = make_project(tmp_path_factory.mktemp("e2e") / "proj", TINY)
+    first = run([bin_path("dvc"), "repro"], proj)
+    return proj, first
+
+
+def test_repro_produces_metrics_against_baselines(project):
+    proj, first = project
+    assert stages_run(first.stdout) == ["download", "ingest", "curate", "split", "train", "evaluate"]
+    metrics = json.loads((proj / "reports" / "metrics.json").read_text())
+    for key in ("psnr", "psnr_gray", "psnr_const", "psnr_lookup"):
+        assert math.isfinite(metrics[key]) and 5 < metrics[key] < 60, (key, metrics[key])
+    assert metrics["best_baseline"] in ("gray", "const", "lookup")
+    assert metrics["n_test"] > 0
+    for name in ("eval_per_image.csv", "eval_grid.png", "train_history.csv", "ingest.json", "curate.json"):
+        assert (proj / "reports" / name).exists(), name
+    ingest = json.loads((proj / "reports" / "ingest.json").read_text())
+    assert ingest["found"] == ingest["usable"] + ingest["rejected"] == TINY["data.garden.n_images"]
+
+
+def test_second_repro_is_a_no_op(project):
+    proj, _ = project
+    again = run([bin_path("dvc"), "repro"], proj)
+    assert stages_run(again.stdout) == []
+    assert "Data and pipelines are up to date" in again.stdout
+    status = run([bin_path("dvc"), "status"], proj)
+    assert "up to date" in status.stdout
+
+
+def test_same_inputs_same_outputs(project):
+    proj, _ = project
+    before = outs_hashes(proj)
+    run([bin_path("dvc"), "repro", "--force"], proj)
+    after = outs_hashes(proj)
+    # train_history/train.json hold wall-clock seconds; everything else is bit-identical.
+    timing = {"reports/train_history.csv", "reports/train.json"}
+    assert {k: v for k, v in before.items() if k not in timing} == {k: v for k, v in after.items() if k not in timing}
+
+
+def test_train_param_change_reruns_only_train_and_evaluate(project):
+    proj, _ = project
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params["train"]["epochs"] += 1
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run([bin_path("dvc"), "repro"], proj)
+    assert stages_run(out.stdout) == ["train", "evaluate"]
+
+
+def test_mlflow_run_logged(project):
+    proj, _ = project
+    import mlflow
+    import mlflow.pytorch
+
+    train = json.loads((proj / "reports" / "train.json").read_text())
+    client = mlflow.MlflowClient()  # MLFLOW_TRACKING_URI comes from the hermetic fixture
+    r = client.get_run(train["mlflow_run_id"])
+    assert r.data.params["train.model"] == "unet"
+    assert "test_psnr" in r.data.metrics and "test_psnr_gray" in r.data.metrics
+    assert len(client.get_metric_history(r.info.run_id, "val_loss")) == int(r.data.params["train.epochs"])
+    assert r.data.tags["git_commit"]
+    artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
+    assert {"train_grid.png", "metrics.json", "eval_grid.png"} <= artifacts
+    # MLflow 3 keeps logged models beside the run; the model must load and predict ab.
+    models = [m for m in mlflow.search_logged_models(experiment_ids=[r.info.experiment_id], output_format="list")
+              if m.source_run_id == r.info.run_id]
+    assert len(models) == 1
+    import torch
+
+    net = mlflow.pytorch.load_model(models[0].model_uri)
+    assert net(torch.zeros(1, 1, 32, 32)).shape == (1, 2, 32, 32)
+
+
+def test_bad_param_stops_with_one_line_error(project):
+    proj, _ = project
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params["train"]["model"] = "transformer"
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run([bin_path("dvc"), "repro"], proj, check=False)
+    assert out.returncode != 0
+    lines = [l for l in (out.stdout + out.stderr).splitlines() if l.startswith("error: train.model")]
+    assert lines == ["error: train.model: unknown model 'transformer'; choose from unet"]
