@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-# Pillow's own bomb guard is a warning at MAX_IMAGE_PIXELS and an error at twice that;
-# we check the declared size ourselves (before any pixel is decoded) against the param.
-Image.MAX_IMAGE_PIXELS = None
+# Pillow's own bomb guard (an error at twice Image.MAX_IMAGE_PIXELS, at open time) stays
+# in force; on top of it we check the declared size against ingest.max_pixels before any
+# pixel is decoded, so the limit is the project's param and the reason is recorded.
 
 STATUSES = ("ok", "empty", "not_image", "truncated", "corrupt", "too_large")
 
@@ -49,6 +49,8 @@ def decode(data: bytes, max_pixels: int, draft_size: int | None = None) -> Decod
         return Decoded("empty", "zero-byte file")
     try:
         im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        return Decoded("too_large", _one_line(e))
     except UnidentifiedImageError:
         if data.startswith(_IMAGE_MAGIC):
             return Decoded("corrupt", "starts like an image but cannot be parsed")
@@ -67,7 +69,8 @@ def decode(data: bytes, max_pixels: int, draft_size: int | None = None) -> Decod
         pass
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # EXIF/ICC chatter; real failures raise
+            # EXIF/ICC chatter and Pillow's bomb warning (our own size check ran above).
+            warnings.simplefilter("ignore")
             if draft_size and im.format == "JPEG" and im.mode in ("RGB", "L"):
                 im.draft(im.mode, (draft_size, draft_size))
             im.load()

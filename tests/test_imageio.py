@@ -115,3 +115,11 @@ def test_draft_decodes_large_jpeg_small_but_not_below_target():
 def test_fit_square():
     out = fit_square(np.zeros((60, 80, 3), np.uint8), 32)
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+
+
+def test_pillow_global_limit_untouched_and_huge_bomb_refused():
+    # Importing the project must not switch off Pillow's own guard for everyone else.
+    assert Image.MAX_IMAGE_PIXELS is not None
+    im = Image.new("1", (20000, 20000))  # 400 Mpx: beyond Pillow's own 2x limit
+    d = decode(encode(im, "PNG"), max_pixels=10**12)
+    assert d.status == "too_large" and "\n" not in d.error
