@@ -29,6 +29,14 @@ def download(params: dict, raw_dir: Path = RAW_DIR) -> pd.DataFrame:
     return listing
 
 
+def read_listing(path: Path = LISTING) -> pd.DataFrame:
+    """The listing with its column types restored (CSV keeps only text)."""
+    listing = pd.read_csv(path, dtype=str, keep_default_na=False)
+    listing["class_id"] = listing["class_id"].replace("", "0").astype("int64")
+    listing["negative"] = listing["negative"] == "True"
+    return listing
+
+
 def main() -> None:
     listing = download(load_params())
     print(f"download: {len(listing)} files listed in {LISTING}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.download import LISTING
+from pipeline.download import LISTING, read_listing
 from pipeline.errors import UserError, run_main
 from pipeline.imageio import decode, fit_square
 from pipeline.params import load_params
@@ -39,8 +39,10 @@ def stable_id(source: str, relpath: str, sha256: str) -> str:
     return hashlib.sha256(f"{source}\0{relpath}\0{sha256}".encode()).hexdigest()[:16]
 
 
-def _process(task: tuple[str, int, int]) -> dict:
-    path, image_size, max_pixels = task
+def _process(task: tuple[str, str, int, int]) -> dict:
+    path, fetch_error, image_size, max_pixels = task
+    if fetch_error:
+        return {"bytes": 0, "sha256": "", "status": "download_failed", "error": fetch_error}
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -66,7 +68,7 @@ def ingest(listing: pd.DataFrame, params: dict, out_dir: Path = OUT_DIR, workers
     cfg = params["ingest"]
     size = cfg["image_size"]
     writer = ShardWriter(out_dir / "shards", cfg["shard_size"], size)
-    tasks = [(p, size, cfg["max_pixels"]) for p in listing["path"]]
+    tasks = [(p, e, size, cfg["max_pixels"]) for p, e in zip(listing["path"], listing["fetch_error"])]
     workers = workers or min(4, os.cpu_count() or 1)
     rows = []
     # imap keeps listing order, so shards and manifest are the same on every run.
@@ -112,7 +114,7 @@ def main() -> None:
     params = load_params()
     if not LISTING.exists():
         raise UserError(f"{LISTING} not found: run the download stage first (dvc repro download)")
-    listing = pd.read_csv(LISTING, dtype=str, keep_default_na=False)
+    listing = read_listing(LISTING)
     manifest = ingest(listing, params)
     report = summarise(manifest)
     REPORT.parent.mkdir(exist_ok=True)

@@ -24,7 +24,7 @@ PARAMS_FILE = "params.yaml"
 
 # The names later stages dispatch on. Kept here (not imported from the stage modules)
 # so that validating params never imports torch; tests check they match the registries.
-SOURCE_NAMES = ("garden", "folder")
+SOURCE_NAMES = ("garden", "folder", "flowers102", "openimages")
 MODEL_NAMES = ("unet",)
 
 
@@ -120,6 +120,29 @@ SCHEMA: dict[str, Any] = {
             "defect_rate": Float(0.0, 1.0),
         },
         "folder": {"path": Str()},
+        "flowers102": {
+            "base_url": Str(),
+            "md5": {"images": Str(), "labels": Str(), "setid": Str()},
+        },
+        "openimages": {
+            "version": Choice(("v7", "v6"), "Open Images version"),
+            "classes": ListOf(Str()),
+            "negative_classes": ListOf(Str(), min_len=0),
+            "splits": ListOf(Choice(("train", "validation", "test"), "Open Images split")),
+            "max_images": Int(0),
+            "max_negatives": Int(0),
+            "seed": Int(0),
+            "annotations_url": Str(),
+            "images_url": Str(),
+        },
+        "download": {
+            "workers": Int(1, 64),
+            "connect_timeout": Float(0.1, 600),
+            "read_timeout": Float(0.1, 3600),
+            "retries": Int(0, 20),
+            "backoff": Float(0.0, 60.0),
+            "max_extract_bytes": Int(1),
+        },
     },
     "ingest": {
         "image_size": Int(16, 1024),

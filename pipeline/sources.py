@@ -1,10 +1,11 @@
 """Data sources: each turns its params into files on disk plus one listing row per file.
 
 A source is a function `fetch(data_params, out_dir) -> list[Row]`. It may write files
-under `out_dir` (the garden generates them; downloaders will fetch them) or point at
-files where they already are (a local folder). Either way it returns one row per file
-found, so ingest sees every file and nothing is lost silently. New sources (Flowers-102,
-Open Images) add a function here and their name to `params.SOURCE_NAMES`.
+under `out_dir` (the garden generates them; Flowers-102 and Open Images download them
+through the cache in fetch.py) or point at files where they already are (a local
+folder). Either way it returns one row per file found, so ingest sees every file and
+nothing is lost silently. A new source adds a function to SOURCES and its name to
+`params.SOURCE_NAMES`.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typing import Callable
 
 from pipeline import garden
 from pipeline.errors import UserError
+from pipeline.flowers102 import fetch_flowers102
+from pipeline.openimages import fetch_openimages
 
 
 @dataclass
@@ -27,6 +30,14 @@ class Row:
     defect: str = ""  # planted-defect truth (garden only), "none" for clean
     defect_detail: str = ""
     defect_of: str = ""  # relpath of the original a planted copy was made from
+    class_id: int = 0  # numeric class where the source has one (Flowers-102: 1-102)
+    labels: str = ""  # every verified label, ";"-separated (Open Images)
+    negative: bool = False  # a known non-flower, for the relevance classifier; not training data
+    official_split: str = ""  # the source's own split, kept as information only
+    author: str = ""  # attribution parts, where the licence asks for them
+    license: str = ""
+    original_url: str = ""
+    fetch_error: str = ""  # why a listed file could not be downloaded ("" = fine)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,4 +96,6 @@ def fetch_folder(data: dict, out_dir: Path) -> list[Row]:
 SOURCES: dict[str, Callable[[dict, Path], list[Row]]] = {
     "garden": fetch_garden,
     "folder": fetch_folder,
+    "flowers102": fetch_flowers102,
+    "openimages": fetch_openimages,
 }
