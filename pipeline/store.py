@@ -19,24 +19,27 @@ class ShardWriter:
     def __init__(self, out_dir: Path, shard_size: int, image_size: int):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.shard_size = shard_size
         self.image_size = image_size
-        self._buffer: list[np.ndarray] = []
+        # One preallocated shard, filled in place: memory stays at one shard's worth
+        # however many images pass through (no list of arrays, no np.stack copy).
+        self._buffer = np.empty((shard_size, image_size, image_size, 3), dtype=np.uint8)
+        self._filled = 0
         self._shard = 0
 
     def add(self, pixels: np.ndarray) -> tuple[int, int]:
         """Store one (S, S, 3) uint8 image; return its (shard, index)."""
         assert pixels.shape == (self.image_size, self.image_size, 3) and pixels.dtype == np.uint8
-        where = (self._shard, len(self._buffer))
-        self._buffer.append(pixels)
-        if len(self._buffer) == self.shard_size:
+        where = (self._shard, self._filled)
+        self._buffer[self._filled] = pixels
+        self._filled += 1
+        if self._filled == len(self._buffer):
             self._flush()
         return where
 
     def _flush(self) -> None:
-        if self._buffer:
-            np.save(self.out_dir / f"shard-{self._shard:05d}.npy", np.stack(self._buffer))
-            self._buffer = []
+        if self._filled:
+            np.save(self.out_dir / f"shard-{self._shard:05d}.npy", self._buffer[: self._filled])
+            self._filled = 0
             self._shard += 1
 
     def close(self) -> None:
