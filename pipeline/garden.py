@@ -628,7 +628,7 @@ def _check(cfg: GardenConfig) -> None:
         raise ValueError(f"garden: defect_rate must be in [0, 1], got {cfg.defect_rate}")
 
 
-def _make_file(cfg: GardenConfig, index: int, kind: str, clean_files: dict) -> tuple[bytes, dict]:
+def _make_file(cfg: GardenConfig, index: int, kind: str, clean_files: dict, out_dir: Path) -> tuple[bytes, dict]:
     """Bytes and truth record of file `index`; copies draw on the earlier clean_files."""
     record = {"path": "", "label": "", "defect": kind, "defect_detail": "", "defect_of": ""}
     ext = "jpg"
@@ -649,7 +649,8 @@ def _make_file(cfg: GardenConfig, index: int, kind: str, clean_files: dict) -> t
         else:
             # any earlier clean file: a shorter run has it too, so prefixes stay stable
             source = list(clean_files)[int(rng.integers(len(clean_files)))]
-            path, species, original = clean_files[source]
+            path, species = clean_files[source]
+            original = (out_dir / path).read_bytes()  # from disk: memory stays flat as n grows
             data, ext, record["defect_detail"] = _derived(kind, rng, original, lambda: _clean_image(cfg, source)[2])
             record["label"], record["defect_of"] = species, path
     record["path"] = f"img_{index:05d}.{ext}"
@@ -662,12 +663,12 @@ def generate(out_dir: Path, cfg: GardenConfig, progress: bool = True) -> list[di
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kinds = _schedule(cfg)
-    clean_files: dict[int, tuple[str, str, bytes]] = {}  # index -> (path, species, bytes), ascending
+    clean_files: dict[int, tuple[str, str]] = {}  # index -> (path, species), ascending
     records = []
     for index in tqdm(range(cfg.n_images), desc="garden", unit="img", disable=not progress):
-        data, record = _make_file(cfg, index, kinds[index], clean_files)
+        data, record = _make_file(cfg, index, kinds[index], clean_files, out_dir)
         if record["defect"] == "none":
-            clean_files[index] = (record["path"], record["label"], data)
+            clean_files[index] = (record["path"], record["label"])
         (out_dir / record["path"]).write_bytes(data)
         records.append(record)
 
