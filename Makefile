@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export FIFTYONE_DO_NOT_TRACK := true
 
-.PHONY: setup run test ui dag clean-venv
+.PHONY: setup browser browser-system run test review sync ui dag clean-venv
 
 setup: $(STAMP)
 
@@ -27,8 +27,43 @@ $(STAMP): requirements.lock pyproject.toml
 run: setup
 	$(BIN)/dvc repro
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest
+
+# What the browser tests need: Debian's chromium and playwright-core (driving that
+# chromium; never `npx playwright install`). Installed only when missing: apt needs root,
+# otherwise this says what to install and the browser tests skip (they fail under CI=true).
+# playwright-core is pinned to 1.61.x, the newest that runs on Debian 12's own nodejs (18).
+BROWSER := tests/browser
+BROWSER_STAMP := $(BROWSER)/node_modules/.installed
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
+
+browser: $(BROWSER_STAMP)
+
+# Checked on every run (cheap); the npm install below only when the lock changed.
+browser-system:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+		echo "browser: installing$$missing (apt)"; \
+		apt-get update -qq && $(APT_INSTALL)$$missing; \
+	elif [ -n "$$missing" ]; then \
+		echo "browser: install$$missing (sudo apt-get install$$missing), then rerun; browser tests skip until then"; \
+	fi
+
+$(BROWSER_STAMP): $(BROWSER)/package.json $(BROWSER)/package-lock.json | browser-system
+	@if command -v npm >/dev/null; then \
+		cd $(BROWSER) && npm ci --silent --no-audit --no-fund && touch $(abspath $@); \
+	fi
+
+# The FiftyOne App on the curated data, on loopback only; decisions are saved on exit.
+review: setup
+	$(BIN)/python -m pipeline.review app
+
+# Export the App's decisions to data/curation/decisions.csv now.
+sync: setup
+	$(BIN)/python -m pipeline.review sync
 
 # The MLflow UI on the project's store, on loopback only.
 ui: setup

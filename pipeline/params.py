@@ -119,7 +119,7 @@ SCHEMA: dict[str, Any] = {
             "max_size": Int(16, 4096),
             "defect_rate": Float(0.0, 1.0),
         },
-        "folder": {"path": Str()},
+        "folder": {"path": Str(), "negative_labels": ListOf(Str(), min_len=0)},
         "flowers102": {
             "base_url": Str(),
             "md5": {"images": Str(), "labels": Str(), "setid": Str()},
@@ -152,6 +152,24 @@ SCHEMA: dict[str, Any] = {
     "curate": {
         "min_side": Int(1),
         "gray_chroma": Float(0.0, 100.0),
+        "tint": Float(0.0, 10.0),
+        "dark": Float(0.0, 100.0),
+        "overexposed": Float(0.0, 100.0),
+        "blurry": Float(0.0, 100.0),
+        "low_information": Float(0.0, 16.0),
+        "low_contrast": Float(0.0, 100.0),
+        "max_aspect": Float(1.0, 1000.0),
+        "near_duplicate": Float(0.0, 1.0),
+        "near_duplicate_colour": Float(0.0, 200.0),
+    },
+    "relevance": {
+        "width": Int(1, 512),
+        "epochs": Int(1, 10_000),
+        "batch_size": Int(1, 4096),
+        "lr": Float(1e-7, 10.0),
+        "holdout": Float(0.01, 0.9),
+        "threshold": Float(0.0, 1.0),
+        "seed": Int(0),
     },
     "split": {
         "train": Float(0.0, 1.0),

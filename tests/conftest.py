@@ -23,6 +23,9 @@ def hermetic_env(tmp_path_factory):
     monkeypatch.setenv("DO_NOT_TRACK", "true")
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
     monkeypatch.setenv("FIFTYONE_DO_NOT_TRACK", "true")
+    monkeypatch.setenv("FIFTYONE_DATABASE_VALIDATION", "false")
+    monkeypatch.delenv("FIFTYONE_DATABASE_URI", raising=False)  # each project starts its own
+    monkeypatch.delenv("FIFTYONE_DATABASE_DIR", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
     monkeypatch.setenv("GIT_AUTHOR_NAME", "test")
     monkeypatch.setenv("GIT_AUTHOR_EMAIL", "test@example.com")
@@ -57,6 +60,8 @@ def make_project(dest: Path, params_overrides: dict | None = None) -> Path:
     shutil.copytree(ROOT / "pipeline", dest / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     (dest / "data" / "folder").mkdir(parents=True)
     (dest / "data" / "folder" / ".gitkeep").touch()
+    (dest / "data" / "curation").mkdir(parents=True)
+    shutil.copy(ROOT / "data" / "curation" / "decisions.csv", dest / "data" / "curation" / "decisions.csv")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for key, value in (params_overrides or {}).items():
         node = params

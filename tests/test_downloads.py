@@ -171,10 +171,21 @@ def test_tar_size_limit_and_truncation(tmp_path):
 # ----------------------------------------------------------------------------- flowers102
 
 
+def flower_photos(n: int, workdir) -> list[bytes]:
+    """n clean flower JPEGs (the garden's), which pass curation like real photos would."""
+    from pipeline.garden import GardenConfig, generate
+
+    records = generate(workdir, GardenConfig(n_images=2 * n + 10, seed=7), progress=False)
+    clean = [r["path"] for r in records if r["defect"] == "none"][:n]
+    assert len(clean) == n
+    return [(workdir / p).read_bytes() for p in clean]
+
+
 def build_flowers102(root, n=30):
     """Files in the official format: jpg/image_%05d.jpg in a .tgz, and the two .mat files."""
     root.mkdir(parents=True, exist_ok=True)
-    images = {f"jpg/image_{i:05d}.jpg": jpeg(i, (48 + i % 5, 40)) for i in range(1, n + 1)}
+    photos = flower_photos(n, root.parent / "garden-src")
+    images = {f"jpg/image_{i:05d}.jpg": photos[i - 1] for i in range(1, n + 1)}
     make_tar(root / "102flowers.tgz", images)
     labels = np.array([[1 + (i * 7) % 102 for i in range(n)]], dtype=np.uint8)
     savemat(root / "imagelabels.mat", {"labels": labels})

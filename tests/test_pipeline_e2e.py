@@ -40,7 +40,7 @@ def project(tmp_path_factory):
 
 def test_repro_produces_metrics_against_baselines(project):
     proj, first = project
-    assert stages_run(first.stdout) == ["download", "ingest", "curate", "split", "train", "evaluate"]
+    assert stages_run(first.stdout) == ["download", "ingest", "relevance", "curate", "split", "train", "evaluate"]
     metrics = json.loads((proj / "reports" / "metrics.json").read_text())
     for key in ("psnr", "psnr_gray", "psnr_const", "psnr_lookup"):
         assert math.isfinite(metrics[key]) and 5 < metrics[key] < 60, (key, metrics[key])
@@ -50,6 +50,11 @@ def test_repro_produces_metrics_against_baselines(project):
         assert (proj / "reports" / name).exists(), name
     ingest = json.loads((proj / "reports" / "ingest.json").read_text())
     assert ingest["found"] == ingest["usable"] + ingest["rejected"] == TINY["data.garden.n_images"]
+    curate = json.loads((proj / "reports" / "curate.json").read_text())
+    assert curate["kept"] + sum(curate["by_reason"].values()) == curate["found"] == ingest["found"]
+    assert {"unreadable", "grayscale", "tinted", "irrelevant", "near_duplicate"} <= set(curate["garden_accuracy"])
+    assert json.loads((proj / "reports" / "relevance.json").read_text())["n_train_irrelevant"] > 0
+    assert (proj / "reports" / "curate_examples.png").exists()
 
 
 def test_second_repro_is_a_no_op(project):
@@ -66,8 +71,8 @@ def test_same_inputs_same_outputs(project):
     before = outs_hashes(proj)
     run([bin_path("dvc"), "repro", "--force"], proj)
     after = outs_hashes(proj)
-    # train_history/train.json hold wall-clock seconds; everything else is bit-identical.
-    timing = {"reports/train_history.csv", "reports/train.json"}
+    # These hold wall-clock seconds; everything else is bit-identical.
+    timing = {"reports/train_history.csv", "reports/train.json", "reports/relevance.json"}
     assert {k: v for k, v in before.items() if k not in timing} == {k: v for k, v in after.items() if k not in timing}
 
 
@@ -78,6 +83,16 @@ def test_train_param_change_reruns_only_train_and_evaluate(project):
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run([bin_path("dvc"), "repro"], proj)
     assert stages_run(out.stdout) == ["train", "evaluate"]
+
+
+def test_nothing_left_running(project):
+    import subprocess
+
+    proj, _ = project
+    # The curate stage started its own mongod for FiftyOne; it must be gone.
+    ps = subprocess.run(["pgrep", "-af", f"mongod --dbpath {proj}"], capture_output=True, text=True)
+    assert ps.stdout.strip() == ""
+    assert not (proj / ".fiftyone" / "db" / "mongod.port").exists()
 
 
 def test_mlflow_run_logged(project):

@@ -14,9 +14,8 @@ from pipeline import curate, download, ingest, split
 from pipeline.params import validate
 from tests.conftest import ROOT
 
-# The reason each planted garden defect must end with. sepia/tinted, near duplicates
-# and irrelevant photos are caught by the FiftyOne curation checks (issue 4); until
-# then the foundation's checks keep them, and this table says so.
+# The reason each planted garden defect must end with, from the checks that need no
+# trained model. Irrelevant photos need the relevance classifier: see test_curation.py.
 EXPECTED = {
     "none": ("", ""),
     "zero_byte": ("unreadable", "empty"),
@@ -27,18 +26,20 @@ EXPECTED = {
     "tiny": ("too_small", None),
     "grayscale": ("grayscale", None),
     "png16_gray": ("grayscale", None),
-    "cmyk": ("", ""),
+    "sepia": ("tinted", None),
+    "tinted": ("tinted", None),
     "png_alpha": ("", ""),
-    "palette": ("", ""),
 }
-LATER_CHECKS = {"sepia", "tinted", "near_duplicate", "irrelevant"}
+# Copies of one picture: exactly one member of each family is kept (see garden_accuracy).
+FAMILY_KINDS = {"near_duplicate", "cmyk", "palette"}
+LATER_CHECKS = {"irrelevant"}
 
 
 @pytest.fixture(scope="module")
 def params():
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["data"]["garden"]["n_images"] = 200
-    p["ingest"]["image_size"] = 32
+    p["ingest"]["image_size"] = 64  # the checks are calibrated at 64 px
     return validate(p)
 
 
@@ -84,13 +85,20 @@ def test_folder_rows(staged):
 
 def test_planted_defects_end_with_the_right_reason(staged):
     garden = staged["curated"][staged["curated"]["source"] == "garden"]
-    assert set(garden["defect"]) <= set(EXPECTED) | LATER_CHECKS | {"exact_duplicate"}
+    assert set(garden["defect"]) <= set(EXPECTED) | LATER_CHECKS | FAMILY_KINDS | {"exact_duplicate"}
     for defect, (reason, detail) in EXPECTED.items():
         rows = garden[garden["defect"] == defect]
         assert len(rows), f"no planted {defect} at n=200"
         assert (rows["reason"] == reason).all(), (defect, rows[["relpath", "reason", "detail"]])
         if detail is not None:
             assert (rows["detail"] == detail).all(), (defect, rows["detail"].tolist())
+
+
+def test_near_duplicate_families_keep_exactly_one(staged):
+    acc = curate.garden_accuracy(staged["curated"])["near_duplicate"]
+    assert acc["families"] >= 3
+    assert acc["resolved"] == acc["families"], acc
+    assert acc["dropped_outside_families"] == 0, acc
 
 
 def test_exact_duplicates_keep_one_copy(staged):
@@ -109,7 +117,7 @@ def test_exact_duplicates_keep_one_copy(staged):
 
 def test_no_false_drops_among_clean_images(staged):
     c = staged["curated"]
-    clean = c[c["defect"] == "none"]
+    clean = c[(c["defect"] == "none") & (c["near_dup_group"] < 0)]  # family originals may yield to a copy
     assert clean["keep"].all(), clean.loc[~clean["keep"], ["relpath", "reason", "detail"]]
 
 
