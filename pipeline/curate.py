@@ -166,9 +166,7 @@ def curate(manifest: pd.DataFrame, images: np.ndarray | None, params: dict, rele
             members = idx[group == g]
             df.loc[members, "near_dup_group"] = int(g)
             alive = [m for m in members if reason[m] == ""]
-            if not alive:
-                continue
-            best = max(alive, key=lambda m: (quality[np.searchsorted(idx, m)], -m))
+            best = max(alive or list(members), key=lambda m: (quality[np.searchsorted(idx, m)], -m))
             for m in alive:
                 if m != best:
                     reason[m] = "near_duplicate"

@@ -347,6 +347,21 @@ def weak_labels(manifest, decisions, negative_labels: list[str]) -> np.ndarray:
     return y
 
 
+def fit(rows, images: np.ndarray, y: np.ndarray, cfg: dict) -> tuple[RelevanceNet, dict]:
+    """Measure on a held-out part of the labels, then refit on all of them to deploy.
+
+    The garden's planted photos are held out by source photo, so crops of one photo
+    never sit on both sides (an honest AUC). The refit makes sure no known non-flower,
+    nor a whole held-out source photo, goes unlearned in the model that scores.
+    """
+    planted = (rows["source"] == "garden").to_numpy() & (rows["label"] == "irrelevant").to_numpy()
+    groups = np.where(planted, "photo:" + rows["defect_detail"].astype(str), rows["id"]).astype(str)
+    _, report = train_relevance(images, y, cfg, groups=groups)
+    model, _ = train_relevance(images, y, {**cfg, "holdout": 0.0})
+    report["deployed"] = "refit on all labels after the held-out measurement"
+    return model, report
+
+
 def main() -> None:
     import json
 
@@ -368,14 +383,7 @@ def main() -> None:
     MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
     out = pd.DataFrame({"id": usable["id"], "weak_label": y})
     try:
-        # Hold out by garden source photo / label group, so crops of one photo never sit
-        # on both sides of the held-out split (an honest AUC).
-        planted = (usable["source"] == "garden") & (usable["label"] == "irrelevant")
-        groups = np.where(planted, "photo:" + usable["defect_detail"].astype(str), usable["id"]).astype(str)
-        model, report = train_relevance(images, y, cfg, groups=groups)
-        # Measured on the held-out part; deployed after a refit on every label, so that
-        # no known non-flower (nor a whole held-out source photo) goes unlearned.
-        model, _ = train_relevance(images, y, {**cfg, "holdout": 0.0}, groups=groups)
+        model, report = fit(usable, images, y, cfg)
     except ValueError as e:
         print(f"relevance: skipped ({e})")
         out["relevance"] = np.nan
@@ -383,7 +391,6 @@ def main() -> None:
         MODEL_PATH.write_bytes(b"")
     else:
         out["relevance"] = score(model, images)
-        report["deployed"] = "refit on all labels after the held-out measurement"
         # The checkpoint holds nothing run-specific (no timings): same data, same bytes.
         save(model, MODEL_PATH, meta={k: v for k, v in report.items() if k != "train_seconds"})
         print(f"relevance: held-out AUC {report.get('auc', float('nan')):.3f}, precision {report.get('precision', float('nan')):.3f}, "
