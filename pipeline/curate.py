@@ -12,7 +12,7 @@ re-tuned without rerunning ingest):
 | irrelevant        | relevance classifier score below `relevance.threshold` (relevance.py)    |
 | tinted            | sepia, tint or colour filter: one colour fits every pixel (checks.py)    |
 | dark, overexposed | L percentiles (checks.py)                                                |
-| blurry            | edge steepness relative to contrast (checks.py)                          |
+| blurry            | Laplacian energy relative to contrast (checks.py)                        |
 | low_information   | L entropy or contrast (checks.py)                                        |
 | odd_aspect_ratio  | original width/height beyond `max_aspect`                                |
 | duplicate         | same bytes as a kept file; the first by (source, relpath) is kept        |
