@@ -146,8 +146,19 @@ def sync_dataset(curated: pd.DataFrame, decisions: pd.DataFrame, name: str = DAT
     """
     import fiftyone as fo
 
+    import fiftyone.core.media as fom
+
     ds = fo.load_dataset(name) if fo.dataset_exists(name) else fo.Dataset(name, persistent=True)
     df = curated.rename(columns={"id": "cid"})
+    # An image dataset holds only files FiftyOne takes for images by their name: the
+    # first sample fixes the dataset's media type, so a README.md or a .mov in a photo
+    # folder would make every photo after it "not match". Such files are still in the
+    # curated manifest, dropped as unreadable; the App just cannot show them.
+    is_image = df["path"].map(lambda p: fom.get_media_type(str(p)) == fom.IMAGE)
+    if not is_image.all():
+        print(f"review: {int((~is_image).sum())} file(s) not named as images (e.g. "
+              f"{Path(df.loc[~is_image, 'path'].iloc[0]).name}) are left out of the FiftyOne dataset")
+        df = df[is_image]
     fields = [f for f in FIELDS if f in df.columns]
     existing = dict(zip(ds.values("cid"), ds.values("id"))) if len(ds) else {}
     wanted = set(df["cid"])

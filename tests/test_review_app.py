@@ -206,6 +206,20 @@ def test_database_serves_fiftyone_in_a_fresh_process(tmp_path):
 # ----------------------------------------------------------------------------- round trip
 
 
+def test_non_image_files_do_not_break_the_image_dataset(tmp_path):
+    """A README.md listed first (as a folder source lists it) must not fix the dataset's
+    media type: it stays out of the App, every photo goes in."""
+    paths = make_images(tmp_path / "images", n=3)
+    readme = tmp_path / "images" / "README.md"
+    readme.write_text("not a photo")
+    df = curated_frame([readme] + paths)
+    df.loc[0, ["keep", "reason", "detail"]] = [False, "unreadable", "not_image"]
+    with project_database(tmp_path / "db", f"ni-{uuid.uuid4().hex[:8]}"):
+        ds = review.sync_dataset(df, no_decisions(), name="colorize-non-image", flag_columns=FLAGS)
+        assert ds.media_type == "image"
+        assert sorted(ds.values("cid")) == ["cid01", "cid02", "cid03"]
+
+
 def test_decisions_survive_a_deleted_database(tmp_path):
     """App tags -> decisions.csv -> database deleted -> sync from the csv: same tags, and
     `apply_decisions` gives the same keep/reason columns."""
