@@ -25,7 +25,7 @@ PARAMS_FILE = "params.yaml"
 # The names later stages dispatch on. Kept here (not imported from the stage modules)
 # so that validating params never imports torch; tests check they match the registries.
 SOURCE_NAMES = ("garden", "folder", "flowers102", "openimages")
-MODEL_NAMES = ("unet",)
+MODEL_NAMES = ("unet", "zhang")
 
 
 class ParamsError(UserError):
@@ -176,6 +176,12 @@ SCHEMA: dict[str, Any] = {
         "val": Float(0.0, 1.0),
         "salt": Str(),
     },
+    "priors": {
+        "image_size": Int(4, 1024),
+        "min_chroma": Float(0.0, 100.0),
+        "sigma": Float(0.0, 50.0),
+        "mix": Float(0.0, 1.0),
+    },
     "train": {
         "model": Choice(MODEL_NAMES, "model"),
         "epochs": Int(1, 10_000),
@@ -186,10 +192,15 @@ SCHEMA: dict[str, Any] = {
         "depth": Int(1, 6),
         "seed": Int(0),
         "threads": Int(0, 256),
+        "zhang": {
+            "temperature": Float(1e-3, 10.0),
+            "rebalance": Bool(),
+        },
     },
     "evaluate": {
         "lookup_bins": Int(2, 1000),
         "grid_images": Int(1, 64),
+        "temperatures": ListOf(Float(1e-3, 10.0)),
     },
 }
 
@@ -228,11 +239,11 @@ def _cross_checks(p: dict) -> None:
         )
     if s["train"] <= 0:
         raise ParamsError("split.train: must be > 0")
-    depth, size = p["train"]["depth"], p["ingest"]["image_size"]
-    if size % (2**depth):
-        raise ParamsError(
-            f"train.depth: ingest.image_size ({size}) must be divisible by 2**depth ({2**depth}), got depth {depth}"
-        )
+    t, size = p["train"], p["ingest"]["image_size"]
+    # How many times the model halves its input: the U-Net once per level, zhang to 1/8.
+    factor, why = (8, "zhang works at 1/8 resolution") if t["model"] == "zhang" else (2 ** t["depth"], f"2**depth, depth {t['depth']}")
+    if size % factor:
+        raise ParamsError(f"ingest.image_size: must be divisible by {factor} ({why}), got {size}")
 
 
 def validate(raw: Any) -> dict:

@@ -70,3 +70,13 @@ def setup():
             pass  # created meanwhile by a parallel run
     mlflow.set_experiment(EXPERIMENT)
     return mlflow
+
+
+def flat_params(section: str, values: dict) -> dict:
+    """{"zhang": {"temperature": 0.38}} under "train" -> {"train.zhang.temperature": 0.38}:
+    MLflow params are flat, and nested sections should stay comparable key by key."""
+    out = {}
+    for k, v in values.items():
+        key = f"{section}.{k}"
+        out.update(flat_params(key, v) if isinstance(v, dict) else {key: v})
+    return out

@@ -63,13 +63,13 @@ def grid_rows(L: torch.Tensor, ab: torch.Tensor, truth: np.ndarray) -> list[tupl
     return [(gray[i], pred[i], truth[i]) for i in range(len(L))]
 
 
-def evaluate_loss(model: nn.Module, L: torch.Tensor, ab: torch.Tensor, loss_fn, batch_size: int) -> float:
+def evaluate_loss(model: nn.Module, L: torch.Tensor, ab: torch.Tensor, batch_size: int) -> float:
     model.eval()
     total = 0.0
     with torch.no_grad():
         for start in range(0, len(L), batch_size):
-            pred = model(L[start : start + batch_size])
-            total += loss_fn(pred, ab[start : start + batch_size]).item() * len(pred)
+            x = L[start : start + batch_size]
+            total += model.loss(x, ab[start : start + batch_size]).item() * len(x)
     model.train()
     return total / len(L)
 
@@ -84,17 +84,18 @@ def train(params: dict) -> dict:
     L_val = normalise_l(val_data.L)[:, None]
     ab_val = normalise_ab(val_data.ab).permute(0, 3, 1, 2).contiguous()
 
-    model = build_model(cfg)
+    model = build_model(cfg)  # zhang reads data/priors/priors.npz (the priors stage)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     steps_per_epoch = math.ceil(len(L_train) / cfg["batch_size"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["epochs"] * steps_per_epoch)
-    loss_fn = nn.L1Loss()  # L1, not L2: less pull toward the desaturated mean colour
     gen = torch.Generator().manual_seed(cfg["seed"])
 
     mlflow = tracking.setup()
     history = []
     with mlflow.start_run(tags=tracking.run_tags({"model": cfg["model"]})) as run:
-        mlflow.log_params({f"train.{k}": v for k, v in cfg.items()})
+        mlflow.log_params(tracking.flat_params("train", cfg))
+        if cfg["model"] == "zhang":
+            mlflow.log_params(tracking.flat_params("priors", params["priors"]))
         mlflow.log_params({"ingest.image_size": params["ingest"]["image_size"], "n_train": len(L_train), "n_val": len(L_val)})
         n_params = count_parameters(model)
         mlflow.log_param("n_params", n_params)
@@ -110,7 +111,7 @@ def train(params: dict) -> dict:
                 f = flip[idx]
                 x = torch.where(f[:, None, None, None], x.flip(-1), x)
                 y = torch.where(f[:, None, None, None], y.flip(-1), y)
-                loss = loss_fn(model(x), y)
+                loss = model.loss(x, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -118,7 +119,7 @@ def train(params: dict) -> dict:
                 running += loss.item() * len(idx)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
             seconds = time.perf_counter() - t0
-            val_loss = evaluate_loss(model, L_val, ab_val, loss_fn, cfg["batch_size"])
+            val_loss = evaluate_loss(model, L_val, ab_val, cfg["batch_size"])
             val_psnr = float(psnr_uint8(compose(val_data.L, predict_ab(model, val_data.L)), val_data.rgb).mean())
             row = {
                 "epoch": epoch,

@@ -39,7 +39,11 @@ def test_registries_match_the_schema():
         ("data.sources", "garden", "data.sources: expected a list"),
         ("split.train", 0.9, "split.val: split.train + split.val must leave a test share"),
         ("data.garden.min_size", 200, "data.garden.min_size: must be <= data.garden.max_size"),
-        ("ingest.image_size", 100, "train.depth: ingest.image_size (100) must be divisible"),
+        ("ingest.image_size", 100, "ingest.image_size: must be divisible by 8 (2**depth, depth 3), got 100"),
+        ("priors.mix", 1.5, "priors.mix: must be <= 1.0"),
+        ("train.zhang.temperature", 0, "train.zhang.temperature: must be >= 0.001"),
+        ("train.zhang.rebalance", "yes", "train.zhang.rebalance: expected true or false"),
+        ("evaluate.temperatures", [], "evaluate.temperatures: expected at least 1"),
         ("train.deterministic_typo", True, "train.deterministic_typo: unknown key"),
     ],
 )
@@ -55,6 +59,14 @@ def test_bad_values_name_their_key(good, key, value, message):
     text = str(err.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_zhang_needs_a_size_divisible_by_8(good):
+    bad = copy.deepcopy(good)
+    bad["train"].update(model="zhang", depth=1)
+    bad["ingest"]["image_size"] = 36  # fine for a 1-level U-Net, not for zhang's 1/8
+    with pytest.raises(P.ParamsError, match="must be divisible by 8 .zhang works at 1/8 resolution., got 36"):
+        P.validate(bad)
 
 
 def test_missing_key(good):

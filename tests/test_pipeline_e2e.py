@@ -40,13 +40,14 @@ def project(tmp_path_factory):
 
 def test_repro_produces_metrics_against_baselines(project):
     proj, first = project
-    assert stages_run(first.stdout) == ["download", "ingest", "relevance", "curate", "split", "train", "evaluate"]
+    assert stages_run(first.stdout) == ["download", "ingest", "relevance", "curate", "split", "priors", "train", "evaluate"]
     metrics = json.loads((proj / "reports" / "metrics.json").read_text())
     for key in ("psnr", "psnr_gray", "psnr_const", "psnr_lookup"):
         assert math.isfinite(metrics[key]) and 5 < metrics[key] < 60, (key, metrics[key])
     assert metrics["best_baseline"] in ("gray", "const", "lookup")
     assert metrics["n_test"] > 0
-    for name in ("eval_per_image.csv", "eval_grid.png", "train_history.csv", "ingest.json", "curate.json"):
+    for name in ("eval_per_image.csv", "eval_grid.png", "train_history.csv", "ingest.json", "curate.json",
+                 "priors.json", "priors_prior.png", "priors_weights.png", "temperature_sweep.csv"):
         assert (proj / "reports" / name).exists(), name
     ingest = json.loads((proj / "reports" / "ingest.json").read_text())
     assert ingest["found"] == ingest["usable"] + ingest["rejected"] == TINY["data.garden.n_images"]
@@ -127,4 +128,22 @@ def test_bad_param_stops_with_one_line_error(project):
     out = run([bin_path("dvc"), "repro"], proj, check=False)
     assert out.returncode != 0
     lines = [l for l in (out.stdout + out.stderr).splitlines() if l.startswith("error: train.model")]
-    assert lines == ["error: train.model: unknown model 'transformer'; choose from unet"]
+    assert lines == ["error: train.model: unknown model 'transformer'; choose from unet, zhang"]
+
+
+def test_zhang_trains_and_evaluates_through_dvc_exp_run(project):
+    """`dvc exp run -S train.model=zhang` reruns only train and evaluate (the priors are
+    already there), and the temperature changes the decoding."""
+    import csv
+
+    proj, _ = project
+    out = run([bin_path("dvc"), "exp", "run", "-S", "train.model=zhang", "-S", "train.epochs=2"], proj)
+    assert stages_run(out.stdout) == ["train", "evaluate"]
+    metrics = json.loads((proj / "reports" / "metrics.json").read_text())
+    assert math.isfinite(metrics["psnr"]) and metrics["colourfulness"] >= 0
+    with open(proj / "reports" / "temperature_sweep.csv") as f:
+        sweep = list(csv.DictReader(f))
+    assert [float(r["temperature"]) for r in sweep] == [0.01, 0.1, 0.2, 0.38, 0.6, 1.0]
+    assert len({r["psnr"] for r in sweep}) > 1  # T changes the decoding
+    exps = run([bin_path("dvc"), "exp", "show", "--json"], proj)
+    assert "zhang" in exps.stdout

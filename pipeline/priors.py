@@ -1,0 +1,213 @@
+"""Stage, priors: the empirical distribution of quantised ab colours over the training
+split, and the class-rebalancing weights of Zhang et al. (2016), section 2.2.
+
+Regression and plain cross-entropy both drift to the common, desaturated colours (the
+seeds' "brown is the safest colour"). Zhang et al. reweight each pixel's loss by the
+rarity of its colour:
+
+    p       empirical distribution of the Q in-gamut ab bins (colour.ab_bins) over the
+            pixels of the training split's kept, non-gray images, counted at
+            priors.image_size;
+    p~      p smoothed with a Gaussian in ab (sigma = priors.sigma ab units), so that
+            a bin is not "rare" only because its neighbours took its pixels;
+    w       ∝ ((1 - lambda) * p~ + lambda / Q)^-1: mixing with the uniform
+            distribution (lambda = priors.mix) bounds the weights of rare colours;
+            normalised so that sum(p~ * w) = 1, i.e. the expected weight of a
+            training pixel is 1 and the loss keeps its scale.
+
+Counting is a lookup: every 8-bit sRGB colour has its bin precomputed
+(colour.rgb_uint8_to_bins), so the stage costs one gather and one bincount per pixel
+(bench/priors_speed.py measures the rate on one core). Images are read shard by shard,
+so memory stays flat in the number of images.
+
+Outputs:
+- `data/priors/priors.npz`: bins (Q, 2), counts (Q,), prior p (Q,), smoothed p~ (Q,),
+  weights w (Q,), plus sigma and mix. The zhang model copies bins and weights into its
+  checkpoint, so evaluate and colorize never need this file.
+- `reports/priors.json` (DVC metrics): Q, pixels counted, entropy of p and p~ (bits),
+  the share of the 10 most common bins, the top bins, the weight range.
+- `reports/priors_prior.png`, `reports/priors_weights.png` (DVC image plots): the ab
+  plane, a to the right and b up, each in-gamut bin coloured by log10 p~ and by w.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from pipeline.colour import AB_GRID, ab_bins, rgb_uint8_to_bins
+from pipeline.errors import UserError, run_main
+from pipeline.ingest import SHARDS
+from pipeline.params import load_params
+from pipeline.split import MANIFEST as SPLIT_MANIFEST
+
+OUT_DIR = Path("data/priors")
+PRIORS = OUT_DIR / "priors.npz"
+REPORT = Path("reports/priors.json")
+PRIOR_PLOT = Path("reports/priors_prior.png")
+WEIGHTS_PLOT = Path("reports/priors_weights.png")
+
+
+# ------------------------------------------------------------------------- the maths
+
+def count_bins(bin_images: torch.Tensor, q: int) -> np.ndarray:
+    """Pixel count per bin of a batch of bin-index images (any shape), int64 (q,)."""
+    return torch.bincount(bin_images.reshape(-1), minlength=q).numpy().astype(np.int64)
+
+
+def smooth(p: np.ndarray, bins: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of a distribution over the bins, in ab units.
+
+    Each bin's mass is spread over the in-gamut bins with weights exp(-d^2 / 2 sigma^2)
+    normalised per source bin, so no mass leaks out of the gamut and the result still
+    sums to 1.
+    """
+    if sigma <= 0:
+        return p / p.sum()
+    d2 = ((bins[:, None, :] - bins[None, :, :]) ** 2).sum(-1)
+    kernel = np.exp(-d2 / (2.0 * sigma**2))
+    kernel /= kernel.sum(axis=0, keepdims=True)  # column r: where bin r's mass goes
+    out = kernel @ p
+    return out / out.sum()
+
+
+def rebalancing_weights(p_smooth: np.ndarray, mix: float) -> np.ndarray:
+    """w ∝ ((1 - mix) p~ + mix / Q)^-1, normalised so that sum(p~ w) = 1."""
+    q = len(p_smooth)
+    w = 1.0 / ((1.0 - mix) * p_smooth + mix / q)
+    return w / (p_smooth * w).sum()
+
+
+def entropy_bits(p: np.ndarray) -> float:
+    nz = p[p > 0]
+    return float(-(nz * np.log2(nz)).sum())
+
+
+# ------------------------------------------------------------------------- the data
+
+def _resize(images: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (n, S, S, 3) -> uint8 (n, size, size, 3), area-averaged when shrinking."""
+    t = torch.from_numpy(np.ascontiguousarray(images))
+    if t.shape[1] == size:
+        return t
+    x = t.permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="area" if size < t.shape[1] else "bilinear",
+                                        align_corners=None if size < t.shape[1] else False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def training_rows(manifest: pd.DataFrame, min_chroma: float) -> tuple[pd.DataFrame, int]:
+    """The training split's images with colour (chroma_p95 >= min_chroma), and how many
+    gray ones were left out (curate drops grayscale photos; a lower priors threshold
+    can still leave near-gray ones here, and they would only inflate the gray bins)."""
+    train = manifest[manifest["split"] == "train"]
+    colourful = train["chroma_p95"].astype(float) >= min_chroma
+    return train[colourful], int((~colourful).sum())
+
+
+def count_split(rows: pd.DataFrame, shards: Path, image_size: int, q: int, progress: bool = True) -> np.ndarray:
+    """Bin counts over the rows' images, shard by shard (one shard in memory at a time)."""
+    counts = np.zeros(q, dtype=np.int64)
+    groups = rows.groupby(rows["shard"].astype(int))
+    for shard, part in tqdm(groups, total=groups.ngroups, desc="priors", unit="shard", disable=not progress):
+        pixels = np.load(Path(shards) / f"shard-{shard:05d}.npy", mmap_mode="r")
+        index = np.sort(part["shard_index"].astype(int).to_numpy())
+        counts += count_bins(rgb_uint8_to_bins(_resize(pixels[index], image_size)), q)
+    return counts
+
+
+# ------------------------------------------------------------------------- reports
+
+def _ab_heatmap(bins: np.ndarray, values: np.ndarray, path: Path, title: str, log: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    a_cells = np.arange(-110, 111, AB_GRID)
+    grid = np.full((len(a_cells), len(a_cells)), np.nan)
+    ia = np.round((bins[:, 0] + 110) / AB_GRID).astype(int)
+    ib = np.round((bins[:, 1] + 110) / AB_GRID).astype(int)
+    shown = np.log10(np.maximum(values, 1e-12)) if log else values
+    grid[ib, ia] = shown
+    fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=100)
+    half = AB_GRID / 2
+    im = ax.imshow(grid, origin="lower", cmap="viridis",
+                   extent=(a_cells[0] - half, a_cells[-1] + half, a_cells[0] - half, a_cells[-1] + half))
+    ax.set_xlabel("a")
+    ax.set_ylabel("b")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.85)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Fixed metadata: the same priors give the same PNG bytes.
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def stats(bins: np.ndarray, counts: np.ndarray, p: np.ndarray, p_smooth: np.ndarray, w: np.ndarray, top: int = 10) -> dict:
+    order = np.argsort(-p, kind="stable")
+    return {
+        "n_bins": int(len(bins)),
+        "n_pixels": int(counts.sum()),
+        "bins_seen": int((counts > 0).sum()),
+        "entropy_bits": entropy_bits(p),
+        "entropy_smoothed_bits": entropy_bits(p_smooth),
+        "entropy_uniform_bits": float(np.log2(len(bins))),
+        "top10_share": float(p[order[:10]].sum()),
+        "top_bins": [{"a": float(bins[i, 0]), "b": float(bins[i, 1]), "share": float(p[i])} for i in order[:top]],
+        "weight_min": float(w.min()),
+        "weight_max": float(w.max()),
+        "weight_expected": float((p_smooth * w).sum()),
+    }
+
+
+def compute(params: dict, manifest: Path = SPLIT_MANIFEST, shards: Path = SHARDS, progress: bool = True) -> dict:
+    cfg = params["priors"]
+    if not Path(manifest).exists():
+        raise UserError(f"{manifest} not found: run the split stage first (dvc repro split)")
+    rows, n_gray = training_rows(pd.read_parquet(manifest), cfg["min_chroma"])
+    if rows.empty:
+        raise UserError("priors: the training split has no colour images; add images or lower priors.min_chroma")
+    bins = ab_bins().numpy().astype(np.float64)
+    t = time.perf_counter()
+    counts = count_split(rows, shards, cfg["image_size"], len(bins), progress)
+    seconds = time.perf_counter() - t
+    p = counts / counts.sum()
+    p_smooth = smooth(p, bins, cfg["sigma"])
+    w = rebalancing_weights(p_smooth, cfg["mix"])
+
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    np.savez(PRIORS, bins=bins.astype(np.float32), counts=counts, prior=p, smoothed=p_smooth, weights=w,
+             sigma=cfg["sigma"], mix=cfg["mix"])
+    report = {"n_images": len(rows), "n_gray_skipped": n_gray, "image_size": cfg["image_size"],
+              **stats(bins, counts, p, p_smooth, w)}
+    REPORT.parent.mkdir(exist_ok=True)
+    REPORT.write_text(json.dumps(report, indent=2) + "\n")
+    _ab_heatmap(bins, p_smooth, PRIOR_PLOT, "log10 smoothed prior p~ over ab", log=True)
+    _ab_heatmap(bins, w, WEIGHTS_PLOT, f"rebalancing weight w (mix {cfg['mix']})", log=False)
+    print(f"priors: {report['n_pixels']:,} pixels of {len(rows)} images in {seconds:.2f} s; "
+          f"{report['bins_seen']}/{len(bins)} bins seen, entropy {report['entropy_bits']:.2f} bits, "
+          f"top-10 share {report['top10_share']:.2f}, weights {w.min():.2f}..{w.max():.2f}")
+    return report
+
+
+def load_priors(path: Path = PRIORS) -> dict[str, torch.Tensor]:
+    """bins (Q, 2) and weights (Q,) as float32 tensors, for the zhang model."""
+    if not Path(path).exists():
+        raise UserError(f"{path} not found: run the priors stage first (dvc repro priors)")
+    with np.load(path) as z:
+        return {"bins": torch.from_numpy(z["bins"]).float(), "weights": torch.from_numpy(z["weights"]).float()}
+
+
+def main() -> None:
+    compute(load_params())
+
+
+if __name__ == "__main__":
+    run_main(main)
