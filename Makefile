@@ -67,7 +67,7 @@ sync: setup
 
 # The MLflow UI on the project's store, on loopback only.
 ui: setup
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(abspath mlflow.db)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri sqlite:///$(abspath mlflow.db)
 
 dag: setup
 	$(BIN)/dvc dag

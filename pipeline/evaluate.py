@@ -47,7 +47,7 @@ def load_model(path: Path = MODEL_PATH) -> tuple[torch.nn.Module, dict]:
     # weights_only: a checkpoint is data, never code to execute.
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     params = validate(ckpt["params"])  # a checkpoint's params are checked like params.yaml
-    model = build_model(params["train"], checkpoint_priors(ckpt["model"]))
+    model = build_model(params["train"], checkpoint_priors(ckpt["model"]), load_weights=False)  # the checkpoint has them
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, ckpt

@@ -25,7 +25,7 @@ PARAMS_FILE = "params.yaml"
 # The names later stages dispatch on. Kept here (not imported from the stage modules)
 # so that validating params never imports torch; tests check they match the registries.
 SOURCE_NAMES = ("garden", "folder", "flowers102", "openimages")
-MODEL_NAMES = ("unet", "zhang")
+MODEL_NAMES = ("unet", "zhang", "resnet", "gan", "cnn")
 
 
 class ParamsError(UserError):
@@ -192,9 +192,26 @@ SCHEMA: dict[str, Any] = {
         "depth": Int(1, 6),
         "seed": Int(0),
         "threads": Int(0, 256),
+        "deterministic": Bool(),
+        "device": Choice(("auto", "cpu", "cuda"), "device"),
+        "nproc": Int(1, 64),
+        "warmup_epochs": Int(0, 1000),
+        "grad_clip": Float(0.0, 1e6),
+        "crop": Int(0, 1024),
+        "hard_examples": Float(0.0, 10.0),
         "zhang": {
             "temperature": Float(1e-3, 10.0),
             "rebalance": Bool(),
+        },
+        "resnet": {
+            "pretrained": Bool(),
+            "weights_url": Str(),
+        },
+        "gan": {
+            "pretrain_epochs": Int(0, 10_000),
+            "lambda_l1": Float(0.0, 1e4),
+            "lambda_gp": Float(0.0, 1e4),
+            "critic_lr": Float(1e-7, 10.0),
         },
     },
     "evaluate": {
@@ -240,10 +257,20 @@ def _cross_checks(p: dict) -> None:
     if s["train"] <= 0:
         raise ParamsError("split.train: must be > 0")
     t, size = p["train"], p["ingest"]["image_size"]
-    # How many times the model halves its input: the U-Net once per level, zhang to 1/8.
-    factor, why = (8, "zhang works at 1/8 resolution") if t["model"] == "zhang" else (2 ** t["depth"], f"2**depth, depth {t['depth']}")
+    # How many times the model halves its input: zhang and resnet work down to 1/8, the
+    # U-Nets halve once per level, the plain CNN three times.
+    if t["model"] in ("zhang", "resnet", "cnn"):
+        factor, why = 8, f"{t['model']} works at 1/8 resolution"
+    else:
+        factor, why = 2 ** t["depth"], f"2**depth, depth {t['depth']}"
     if size % factor:
         raise ParamsError(f"ingest.image_size: must be divisible by {factor} ({why}), got {size}")
+    if t["crop"] and (t["crop"] > size or t["crop"] % factor):
+        raise ParamsError(
+            f"train.crop: must be 0 (no crop) or at most ingest.image_size ({size}) and divisible by {factor} ({why}), got {t['crop']}"
+        )
+    if t["epochs"] <= t["warmup_epochs"]:
+        raise ParamsError(f"train.warmup_epochs: must be below train.epochs ({t['epochs']}), got {t['warmup_epochs']}")
 
 
 def validate(raw: Any) -> dict:

@@ -1,53 +1,204 @@
-"""Stage 5, train: fit the model named by train.model to predict ab from L.
+"""Stage, train: one training engine for every model in `pipeline/models.py`.
 
-The whole training split fits in memory at the working resolution (1,000 images of
-64x64 are 12 MB), so the loader is a tensor index: no decode or Lab conversion repeats
-per epoch. Augmentation is a horizontal flip per sample.
+The same data, split, metric and budget for every model, so they can be compared:
 
-Outputs:
-- `models/model.pt`: a checkpoint with model, optimizer, scheduler, epoch and the
-  resolved params; load it with `torch.load(weights_only=True)`. It holds nothing
-  run-specific (no run id, no time), so the same data and params give the same bytes.
-- `reports/train_history.csv`: per-epoch train/val loss and val PSNR (a DVC plot).
-- `reports/train.json`: final numbers and the MLflow run id (a DVC metrics file).
-- An MLflow run with params, per-epoch metrics, the model and a sample grid.
+- Optimisation: AdamW, a linear warm-up then cosine decay to 0 (per step), gradient
+  clipping; on CUDA, bfloat16 autocast and channels_last.
+- Data: the split's images at working resolution, held as tensors (1,000 images of
+  64x64 are 12 MB): no JPEG decode or Lab conversion repeats per epoch. Each sample gets
+  a random crop (`train.crop`) and a horizontal flip.
+- Order: a DistributedSampler over the training set (one process or many), or, with
+  `train.hard_examples` > 0, a weighted sample that draws the images with the highest
+  recent loss more often (the first seed's "reinforce learning on difficult data"). The
+  per-image loss table is kept either way and written to `reports/train_loss_table.csv`.
+- gan: L1 pretraining of the generator for `train.gan.pretrain_epochs`, then WGAN-GP
+  (one critic step and two generator steps per batch, generator loss
+  lambda_L1 * L1 + adversarial); the critic's Wasserstein estimate and gradient penalty
+  are logged.
+- Checkpoints: every epoch the model, optimizer(s), scheduler, epoch, RNG states and
+  the resolved params go to `models/checkpoints/last.pt` (not a DVC output, so DVC does
+  not delete it). An interrupted run (Ctrl-C, kill -9) resumes from it when the params
+  and data are the same, continuing the same MLflow run; on CPU with
+  `train.deterministic` it ends with the same weights as an uninterrupted run (a test
+  checks this). It is removed when training completes.
+- Distributed: `train.nproc` > 1 relaunches this stage under torchrun (DDP, gloo on CPU,
+  NCCL on CUDA). Only rank 0 logs and writes files; the ranks' final weights are
+  compared and the checksums recorded.
+
+Outputs (rank 0):
+- `models/model.pt`: model, optimizer(s), scheduler, epoch, RNG states and params; load
+  with `torch.load(weights_only=True)`. Nothing run-specific (no run id, no time).
+- `reports/train_history.csv`: per-epoch losses, val PSNR, lr, seconds (DVC plots).
+- `reports/train.json`: final numbers and the MLflow run id (DVC metrics).
+- `reports/train_loss_table.csv`: per training image, its last loss and times drawn.
+- An MLflow run: flat params, per-epoch metrics, a sample grid per epoch, the model.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from pipeline import tracking
 from pipeline.colour import compose, normalise_ab, normalise_l
 from pipeline.data import load_split
-from pipeline.errors import run_main
+from pipeline.errors import UserError, run_main
 from pipeline.grid import save_grid
 from pipeline.metrics import psnr_uint8
 from pipeline.models import build_model, count_parameters, predict_ab
 from pipeline.params import load_params
 
 MODEL_PATH = Path("models/model.pt")
+RESUME_PATH = Path("models/checkpoints/last.pt")
 HISTORY = Path("reports/train_history.csv")
 REPORT = Path("reports/train.json")
 GRID = Path("reports/train_grid.png")
+LOSS_TABLE = Path("reports/train_loss_table.csv")
 
 
-def set_determinism(seed: int, threads: int) -> None:
-    """Seeded and deterministic on CPU: same data + params -> same weights."""
+# ------------------------------------------------------------------------ processes
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def under_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def relaunch_with_torchrun(nproc: int) -> int:
+    """Run this stage again under torchrun with `nproc` processes; its exit code."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "pipeline.train"]
+    print("train: " + " ".join(cmd[1:]))
+    return subprocess.call(cmd)
+
+
+def init_distributed(device: torch.device) -> Dist:
+    if not under_torchrun():
+        return Dist()
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"]))
+
+
+def pick_device(cfg: dict) -> torch.device:
+    want = cfg["device"]
+    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("train.device: cuda asked for, but torch sees no GPU; use auto or cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def set_determinism(seed: int, threads: int, deterministic: bool) -> None:
+    """Seeded, and with `deterministic` bit-reproducible on CPU: same data + params ->
+    same weights (on CUDA, as far as the kernels allow)."""
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     np.random.seed(seed)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+# ------------------------------------------------------------------------ schedule, data
+
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    """LambdaLR factor: linear from 1/warmup to 1 over the warm-up, then cosine to 0."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, crop: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random crop of side `crop` (0 = none) and a horizontal flip per sample."""
+    n, _, h, w = x.shape
+    if crop and crop < h:
+        top = torch.randint(0, h - crop + 1, (n,), generator=gen)
+        left = torch.randint(0, w - crop + 1, (n,), generator=gen)
+        rows = (top[:, None] + torch.arange(crop))[:, None, :, None]  # (n, 1, crop, 1)
+        cols = (left[:, None] + torch.arange(crop))[:, None, None, :]  # (n, 1, 1, crop)
+        batch = torch.arange(n)[:, None, None, None]
+        x = x[batch, torch.arange(x.shape[1])[None, :, None, None], rows, cols]
+        y = y[batch, torch.arange(y.shape[1])[None, :, None, None], rows, cols]
+    flip = (torch.rand(n, generator=gen) < 0.5)[:, None, None, None]
+    return torch.where(flip, x.flip(-1), x), torch.where(flip, y.flip(-1), y)
+
+
+class LossTable:
+    """The latest training loss of every training image, and how often each was drawn."""
+
+    def __init__(self, n: int):
+        self.loss = torch.full((n,), float("nan"))
+        self.drawn = torch.zeros(n, dtype=torch.long)
+
+    def update(self, idx: torch.Tensor, losses: torch.Tensor) -> None:
+        self.loss[idx] = losses.detach().float().cpu()
+        self.drawn += torch.bincount(idx, minlength=len(self.drawn))
+
+    def weights(self, strength: float) -> torch.Tensor:
+        """Sampling weight (loss / mean loss) ** strength; unseen images count as average."""
+        known = self.loss[~self.loss.isnan()]
+        mean = known.mean() if len(known) else torch.tensor(1.0)
+        rel = torch.nan_to_num(self.loss / mean.clamp_min(1e-12), nan=1.0).clamp_min(1e-3)
+        return rel**strength
+
+
+def epoch_indices(n: int, epoch: int, seed: int, d: Dist, table: LossTable, strength: float) -> torch.Tensor:
+    """This rank's training indices for one epoch. Uniform: a DistributedSampler (every
+    image once, shuffled by seed + epoch). Hard examples: n draws with replacement,
+    weighted by the loss table, split across ranks the same way."""
+    if strength <= 0:
+        sampler = torch.utils.data.DistributedSampler(range(n), num_replicas=d.world, rank=d.rank,
+                                                      shuffle=True, seed=seed, drop_last=False)
+        sampler.set_epoch(epoch)
+        return torch.tensor(list(sampler), dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    drawn = torch.multinomial(table.weights(strength), n, replacement=True, generator=gen)
+    per_rank = math.ceil(n / d.world)
+    drawn = torch.cat([drawn, drawn[: per_rank * d.world - n]])  # pad like DistributedSampler
+    return drawn[d.rank :: d.world]
+
+
+# ------------------------------------------------------------------------ checkpoints
+
+def fingerprint(params: dict) -> str:
+    """What a resumable run must share with the interrupted one: the train params, the
+    working resolution, the split and (zhang) the priors."""
+    h = hashlib.sha256(json.dumps({"train": params["train"], "size": params["ingest"]["image_size"]},
+                                  sort_keys=True).encode())
+    from pipeline.priors import PRIORS
+    from pipeline.split import MANIFEST
+
+    for path in (MANIFEST, PRIORS):
+        if Path(path).exists():
+            h.update(Path(path).read_bytes())
+    return h.hexdigest()
 
 
 def save_checkpoint(path: Path, **state) -> None:
@@ -57,106 +208,285 @@ def save_checkpoint(path: Path, **state) -> None:
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
 
 
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------ the loop
+
+class LossOf(nn.Module):
+    """model.loss as a forward, so DDP sees the call and synchronises the gradients."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(L, ab, per_image=True)
+
+
 def grid_rows(L: torch.Tensor, ab: torch.Tensor, truth: np.ndarray) -> list[tuple]:
     gray = compose(L, torch.zeros_like(ab))
     pred = compose(L, ab)
     return [(gray[i], pred[i], truth[i]) for i in range(len(L))]
 
 
-def evaluate_loss(model: nn.Module, L: torch.Tensor, ab: torch.Tensor, batch_size: int) -> float:
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, L: torch.Tensor, ab: torch.Tensor, batch_size: int, device) -> float:
+    was = model.training
     model.eval()
     total = 0.0
-    with torch.no_grad():
-        for start in range(0, len(L), batch_size):
-            x = L[start : start + batch_size]
-            total += model.loss(x, ab[start : start + batch_size]).item() * len(x)
-    model.train()
+    for start in range(0, len(L), batch_size):
+        x, y = L[start : start + batch_size].to(device), ab[start : start + batch_size].to(device)
+        total += model.loss(x, y, per_image=True).sum().item()
+    model.train(was)
     return total / len(L)
+
+
+def _optimizers(model: nn.Module, cfg: dict):
+    """AdamW for the model (the generator for gan); gan's critic gets its own, with the
+    WGAN-GP paper's betas (0, 0.9)."""
+    is_gan = hasattr(model, "critic")
+    main_params = model.generator.parameters() if is_gan else model.parameters()
+    opt = torch.optim.AdamW(main_params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    critic_opt = None
+    if is_gan:
+        critic_opt = torch.optim.AdamW(model.critic.parameters(), lr=cfg["gan"]["critic_lr"], betas=(0.0, 0.9),
+                                       weight_decay=0.0)
+    return opt, critic_opt
+
+
+def _clip(params, max_norm: float) -> None:
+    if max_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def train(params: dict) -> dict:
     cfg = params["train"]
-    set_determinism(cfg["seed"], cfg["threads"])
+    device = pick_device(cfg)
+    d = init_distributed(device)
+    if d.world > 1 and cfg["model"] == "gan":
+        raise UserError("train.nproc: gan trains in one process (its two optimisers are not wrapped for DDP yet); set train.nproc: 1")
+    threads = max(1, cfg["threads"] // d.world) if cfg["threads"] else 0  # the ranks share the cores
+    set_determinism(cfg["seed"], threads, cfg["deterministic"])
     train_data, val_data = load_split("train"), load_split("val")
-    # Network inputs: (n, 1, H, W) normalised L and (n, 2, H, W) normalised ab.
     L_train = normalise_l(train_data.L)[:, None]
     ab_train = normalise_ab(train_data.ab).permute(0, 3, 1, 2).contiguous()
     L_val = normalise_l(val_data.L)[:, None]
     ab_val = normalise_ab(val_data.ab).permute(0, 3, 1, 2).contiguous()
+    n = len(L_train)
 
-    model = build_model(cfg)  # zhang reads data/priors/priors.npz (the priors stage)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    steps_per_epoch = math.ceil(len(L_train) / cfg["batch_size"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["epochs"] * steps_per_epoch)
-    gen = torch.Generator().manual_seed(cfg["seed"])
+    model = build_model(cfg).to(device)  # zhang reads data/priors/priors.npz (the priors stage)
+    cuda = device.type == "cuda"
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    is_gan = hasattr(model, "critic")
+    opt, critic_opt = _optimizers(model, cfg)
+    per_rank = math.ceil(n / d.world)
+    steps_per_epoch = math.ceil(per_rank / cfg["batch_size"])
+    total = cfg["epochs"] * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg["warmup_epochs"] * steps_per_epoch, total))
+    table = LossTable(n)
+    history: list[dict] = []
+    start_epoch, run_id = 1, None
 
-    mlflow = tracking.setup()
-    history = []
-    with mlflow.start_run(tags=tracking.run_tags({"model": cfg["model"]})) as run:
-        mlflow.log_params(tracking.flat_params("train", cfg))
-        if cfg["model"] == "zhang":
-            mlflow.log_params(tracking.flat_params("priors", params["priors"]))
-        mlflow.log_params({"ingest.image_size": params["ingest"]["image_size"], "n_train": len(L_train), "n_val": len(L_val)})
-        n_params = count_parameters(model)
-        mlflow.log_param("n_params", n_params)
-        for epoch in range(1, cfg["epochs"] + 1):
+    key = fingerprint(params)
+    if RESUME_PATH.exists():
+        ckpt = torch.load(RESUME_PATH, map_location=device, weights_only=True)
+        if ckpt.get("fingerprint") == key:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            if critic_opt is not None:
+                critic_opt.load_state_dict(ckpt["critic_optimizer"])
+            table.loss, table.drawn = ckpt["loss_table"], ckpt["drawn"]
+            set_rng_state(ckpt["rng"])
+            history = json.loads(ckpt["history"])
+            start_epoch, run_id = ckpt["epoch"] + 1, ckpt["mlflow_run_id"] or None
+            if d.main:
+                print(f"train: resuming from {RESUME_PATH} after epoch {ckpt['epoch']}")
+        elif d.main:
+            print(f"train: {RESUME_PATH} is from other params or data; starting afresh")
+
+    loss_of = LossOf(model)
+    if d.world > 1:
+        loss_of = nn.parallel.DistributedDataParallel(loss_of, device_ids=[device.index] if cuda else None)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+
+    mlflow = tracking.setup() if d.main else None
+    run_ctx = (mlflow.start_run(run_id=run_id) if run_id else
+               mlflow.start_run(tags=tracking.run_tags({"model": cfg["model"]}))) if d.main else _Null()
+    n_params = count_parameters(model)
+    with run_ctx as run:
+        if d.main and run_id is None:
+            mlflow.log_params(tracking.flat_params("train", cfg))
+            if cfg["model"] == "zhang":
+                mlflow.log_params(tracking.flat_params("priors", params["priors"]))
+            mlflow.log_params({"ingest.image_size": params["ingest"]["image_size"], "n_train": n,
+                               "n_val": len(L_val), "n_params": n_params, "world_size": d.world,
+                               "device": device.type})
+        for epoch in range(start_epoch, cfg["epochs"] + 1):
             t0 = time.perf_counter()
-            order = torch.randperm(len(L_train), generator=gen)
-            flip = torch.rand(len(L_train), generator=gen) < 0.5
-            running = 0.0
-            bar = tqdm(range(steps_per_epoch), desc=f"train epoch {epoch}/{cfg['epochs']}", unit="batch", leave=False)
+            idx_all = epoch_indices(n, epoch, cfg["seed"], d, table, cfg["hard_examples"])
+            aug_gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + epoch * 101 + d.rank)
+            adversarial = is_gan and epoch > cfg["gan"]["pretrain_epochs"]
+            sums = {"train_loss": 0.0, "critic_wasserstein": 0.0, "gradient_penalty": 0.0}
+            bar = tqdm(range(steps_per_epoch), desc=f"train epoch {epoch}/{cfg['epochs']}", unit="batch",
+                       leave=False, disable=not d.main)
             for step in bar:
-                idx = order[step * cfg["batch_size"] : (step + 1) * cfg["batch_size"]]
-                x, y = L_train[idx], ab_train[idx]
-                f = flip[idx]
-                x = torch.where(f[:, None, None, None], x.flip(-1), x)
-                y = torch.where(f[:, None, None, None], y.flip(-1), y)
-                loss = model.loss(x, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                idx = idx_all[step * cfg["batch_size"] : (step + 1) * cfg["batch_size"]]
+                x, y = augment(L_train[idx], ab_train[idx], cfg["crop"], aug_gen)
+                x, y = x.to(device), y.to(device)
+                if cuda:
+                    x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
+                if adversarial:
+                    losses, stats = _gan_step(model, opt, critic_opt, x, y, cfg, autocast)
+                    sums["critic_wasserstein"] += stats[0] * len(idx)
+                    sums["gradient_penalty"] += stats[1] * len(idx)
+                else:
+                    with autocast:
+                        losses = loss_of(x, y)
+                    opt.zero_grad(set_to_none=True)
+                    losses.mean().backward()
+                    _clip(model.generator.parameters() if is_gan else model.parameters(), cfg["grad_clip"])
+                    opt.step()
                 sched.step()
-                running += loss.item() * len(idx)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                table.update(_gather(idx, d), _gather(losses.detach().float().cpu(), d))
+                sums["train_loss"] += losses.detach().float().sum().item()
+                bar.set_postfix(loss=f"{losses.detach().float().mean().item():.4f}")
             seconds = time.perf_counter() - t0
-            val_loss = evaluate_loss(model, L_val, ab_val, cfg["batch_size"])
-            val_psnr = float(psnr_uint8(compose(val_data.L, predict_ab(model, val_data.L)), val_data.rgb).mean())
-            row = {
-                "epoch": epoch,
-                "train_loss": running / len(L_train),
-                "val_loss": val_loss,
-                "val_psnr": val_psnr,
-                "lr": sched.get_last_lr()[0],
-                "seconds": seconds,
-            }
+            if not d.main:
+                continue
+            val_loss = evaluate_loss(model, L_val, ab_val, cfg["batch_size"], device)
+            val_pred = predict_ab(model.cpu(), val_data.L)
+            model.to(device)
+            val_psnr = float(psnr_uint8(compose(val_data.L, val_pred), val_data.rgb).mean())
+            row = {"epoch": epoch, "train_loss": sums["train_loss"] / len(idx_all),
+                   "val_loss": val_loss, "val_psnr": val_psnr, "lr": sched.get_last_lr()[0], "seconds": seconds}
+            if is_gan:
+                row["critic_wasserstein"] = sums["critic_wasserstein"] / len(idx_all) if adversarial else float("nan")
+                row["gradient_penalty"] = sums["gradient_penalty"] / len(idx_all) if adversarial else float("nan")
             history.append(row)
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            print(f"epoch {epoch}: train_loss {row['train_loss']:.4f} val_loss {val_loss:.4f} val_psnr {val_psnr:.2f} dB ({seconds:.1f}s)")
-            save_checkpoint(
-                MODEL_PATH,
-                model=model.state_dict(),
-                optimizer=opt.state_dict(),
-                scheduler=sched.state_dict(),
-                epoch=epoch,
-                params=params,
-            )
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch" and not math.isnan(v)}, step=epoch)
+            k = min(8, len(val_data.L))
+            grid = save_grid(grid_rows(val_data.L[:k], val_pred[:k], val_data.rgb[:k]), GRID)
+            mlflow.log_image(np.asarray(grid), artifact_file=f"grids/epoch_{epoch:03d}.png")
+            print(f"epoch {epoch}: train_loss {row['train_loss']:.4f} val_loss {val_loss:.4f} "
+                  f"val_psnr {val_psnr:.2f} dB ({seconds:.1f}s)")
+            state = _state(model, opt, critic_opt, sched, epoch, params)
+            save_checkpoint(RESUME_PATH, **state, fingerprint=key, loss_table=table.loss, drawn=table.drawn,
+                            history=json.dumps(history), mlflow_run_id=run.info.run_id)
+            if os.environ.get("COLORIZE_STOP_AFTER_EPOCH") == str(epoch):  # for the resume test: die like kill -9
+                os._exit(137)
 
-        n = min(8, len(val_data.L))
-        save_grid(grid_rows(val_data.L[:n], predict_ab(model, val_data.L[:n]), val_data.rgb[:n]), GRID)
+        checksums = _rank_checksums(model, d)
+        if not d.main:
+            return {}
+        save_checkpoint(MODEL_PATH, **_state(model, opt, critic_opt, sched, cfg["epochs"], params))
         mlflow.log_artifact(str(GRID))
-        _log_model(mlflow, model, L_val[:1])
+        _log_model(mlflow, model.cpu(), L_val[:1])
+        LOSS_TABLE.parent.mkdir(exist_ok=True)
+        pd.DataFrame({"id": train_data.rows["id"], "relpath": train_data.rows["relpath"],
+                      "loss": table.loss.numpy(), "drawn": table.drawn.numpy()}).to_csv(
+            LOSS_TABLE, index=False, float_format="%.5f")
+        mlflow.log_artifact(str(LOSS_TABLE))
         summary = {
+            "model": cfg["model"],
             "train_loss": history[-1]["train_loss"],
             "val_loss": history[-1]["val_loss"],
             "val_psnr": history[-1]["val_psnr"],
             "n_params": n_params,
             "seconds_per_epoch": float(np.median([h["seconds"] for h in history])),
+            "world_size": d.world,
+            "rank_checksums": checksums,
             "mlflow_run_id": run.info.run_id,
         }
     HISTORY.parent.mkdir(exist_ok=True)
     pd.DataFrame(history).to_csv(HISTORY, index=False)
     REPORT.write_text(json.dumps(summary, indent=2) + "\n")
+    RESUME_PATH.unlink(missing_ok=True)  # done: nothing to resume
     return summary
+
+
+def _state(model, opt, critic_opt, sched, epoch: int, params: dict) -> dict:
+    """What a checkpoint holds (torchvision-references style), RNG states included."""
+    state = dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                 epoch=epoch, params=params, rng=rng_state())
+    if critic_opt is not None:
+        state["critic_optimizer"] = critic_opt.state_dict()
+    return state
+
+
+def _gan_step(model, opt, critic_opt, x, y, cfg, autocast) -> tuple[torch.Tensor, tuple[float, float]]:
+    """One WGAN-GP step: one critic update, then two generator updates."""
+    from pipeline.models import critic_loss, generator_adversarial_loss
+
+    g = cfg["gan"]
+    with torch.no_grad(), autocast:
+        fake = model.generator(x)
+    real_pair, fake_pair = torch.cat([x, y], 1), torch.cat([x, fake.float()], 1)
+    c_loss, wasserstein, gp = critic_loss(model.critic, real_pair, fake_pair, g["lambda_gp"])
+    critic_opt.zero_grad(set_to_none=True)
+    c_loss.backward()
+    _clip(model.critic.parameters(), cfg["grad_clip"])
+    critic_opt.step()
+    for _ in range(2):
+        with autocast:
+            pred = model.generator(x)
+            l1 = (pred.float() - y).abs().mean((1, 2, 3))
+            adv = generator_adversarial_loss(model.critic, torch.cat([x, pred.float()], 1))
+        loss = g["lambda_l1"] * l1.mean() + adv
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        _clip(model.generator.parameters(), cfg["grad_clip"])
+        opt.step()
+    model.critic.zero_grad(set_to_none=True)  # the generator steps left gradients there
+    return l1.detach(), (float(wasserstein), float(gp))
+
+
+def _gather(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Concatenate a tensor from every rank (identity in one process)."""
+    if d.world == 1:
+        return t
+    import torch.distributed as dist
+
+    parts = [None] * d.world
+    dist.all_gather_object(parts, t)
+    return torch.cat(parts)
+
+
+def _rank_checksums(model: nn.Module, d: Dist) -> list[str]:
+    """SHA-256 of each rank's final weights (parameters; batch-norm running statistics
+    are per-rank between DDP's broadcasts); DDP must have kept them identical."""
+    digest = hashlib.sha256()
+    for k, v in sorted(model.named_parameters()):
+        digest.update(k.encode())
+        digest.update(v.detach().cpu().contiguous().numpy().tobytes())
+    mine = digest.hexdigest()
+    if d.world == 1:
+        return [mine]
+    import torch.distributed as dist
+
+    all_sums = [None] * d.world
+    dist.all_gather_object(all_sums, mine)
+    return all_sums
+
+
+class _Null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _log_model(mlflow, model: nn.Module, example: torch.Tensor) -> None:
@@ -173,8 +503,20 @@ def _log_model(mlflow, model: nn.Module, example: torch.Tensor) -> None:
 
 
 def main() -> None:
-    summary = train(load_params())
-    print(f"train: val_psnr {summary['val_psnr']:.2f} dB, checkpoint {MODEL_PATH}")
+    params = load_params()
+    nproc = params["train"]["nproc"]
+    if nproc > 1 and not under_torchrun():
+        code = relaunch_with_torchrun(nproc)
+        if code:
+            raise UserError(f"train: torchrun with {nproc} processes failed (exit {code}); see the output above")
+        return
+    summary = train(params)
+    if summary:
+        print(f"train: val_psnr {summary['val_psnr']:.2f} dB, checkpoint {MODEL_PATH}")
+    if under_torchrun():
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -86,5 +86,6 @@ TINY = {
     "train.epochs": 2,
     "train.width": 8,
     "train.depth": 2,
+    "train.crop": 24,
     "evaluate.grid_images": 4,
 }

@@ -20,7 +20,7 @@ def small_params(**train_overrides):
     p["data"]["garden"]["n_images"] = 400
     p["ingest"]["image_size"] = 32
     p["curate"]["min_side"] = 24
-    p["train"].update({"epochs": 8, "width": 16, "depth": 2, "batch_size": 16, **train_overrides})
+    p["train"].update({"epochs": 8, "width": 16, "depth": 2, "batch_size": 16, "crop": 24, **train_overrides})
     return validate(p)
 
 

@@ -128,7 +128,7 @@ def test_bad_param_stops_with_one_line_error(project):
     out = run([bin_path("dvc"), "repro"], proj, check=False)
     assert out.returncode != 0
     lines = [l for l in (out.stdout + out.stderr).splitlines() if l.startswith("error: train.model")]
-    assert lines == ["error: train.model: unknown model 'transformer'; choose from unet, zhang"]
+    assert lines == ["error: train.model: unknown model 'transformer'; choose from unet, zhang, resnet, gan, cnn"]
 
 
 def test_zhang_trains_and_evaluates_through_dvc_exp_run(project):
@@ -147,3 +147,39 @@ def test_zhang_trains_and_evaluates_through_dvc_exp_run(project):
     assert len({r["psnr"] for r in sweep}) > 1  # T changes the decoding
     exps = run([bin_path("dvc"), "exp", "show", "--json"], proj)
     assert "zhang" in exps.stdout
+
+
+def test_every_model_through_the_experiment_queue_into_one_mlflow_store(project):
+    """`dvc exp run --queue -S train.model=X` for the other models, then `dvc queue start`:
+    each trains and evaluates in DVC's temporary copy and logs to the same MLflow store."""
+    import time
+
+    import mlflow
+
+    proj, _ = project
+    extra = {"gan": ["-S", "train.gan.pretrain_epochs=1"]}  # so WGAN-GP runs in 2 epochs
+    names = {}
+    for model in ("resnet", "gan", "cnn"):
+        names[model] = f"queued-{model}"
+        run([bin_path("dvc"), "exp", "run", "--queue", "-n", names[model], "-S", f"train.model={model}",
+             "-S", "train.epochs=2", *extra.get(model, [])], proj)
+    run([bin_path("dvc"), "queue", "start", "-j", "1"], proj)
+    deadline = time.time() + 1200
+    while time.time() < deadline:
+        status = run([bin_path("dvc"), "queue", "status"], proj).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(5)
+    assert "Failed" not in status, status + run([bin_path("dvc"), "queue", "logs", names["gan"]], proj, check=False).stdout
+    shown = json.loads(run([bin_path("dvc"), "exp", "show", "--json"], proj).stdout)
+    assert set(names.values()) <= set(re.findall(r'"name": "([^"]+)"', json.dumps(shown)))
+    runs = mlflow.search_runs(experiment_names=["colorize"], output_format="list")
+    # (the queued copies may also log curation runs, which carry no model tag)
+    by_model = {r.data.tags["model"]: r for r in runs
+                if r.data.tags.get("dvc_exp_name") in names.values() and "model" in r.data.tags}
+    assert set(by_model) == {"resnet", "gan", "cnn"}
+    for model, r in by_model.items():
+        assert r.data.tags["dvc_exp_name"] == names[model]
+        assert "test_psnr" in r.data.metrics and "test_psnr_gray" in r.data.metrics, model
+        assert math.isfinite(r.data.metrics["test_psnr"])
+    assert "critic_wasserstein" in by_model["gan"].data.metrics and "gradient_penalty" in by_model["gan"].data.metrics

@@ -1,0 +1,176 @@
+"""The training engine for real: `python -m pipeline.train` as DVC runs it, on a tiny
+prepared project. A run killed with SIGKILL resumes from its last checkpoint and ends
+with the same weights as an uninterrupted run; `train.nproc: 2` runs two gloo DDP
+processes whose final weights are identical; the schedule, crop and hard-example
+sampler behave."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pipeline import train
+from pipeline.params import validate
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_params(**train_overrides) -> dict:
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"]["garden"]["n_images"] = 120
+    p["ingest"]["image_size"] = 32
+    p["curate"]["min_side"] = 24
+    p["train"].update({"epochs": 4, "width": 8, "depth": 2, "batch_size": 16, "crop": 24, **train_overrides})
+    return validate(p)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A project directory with download .. split already run (no training yet)."""
+    from pipeline import curate, download, ingest, split
+
+    work = tmp_path_factory.mktemp("engine") / "base"
+    work.mkdir()
+    shutil.copytree(ROOT / "pipeline", work / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    (work / "data" / "curation").mkdir(parents=True)
+    shutil.copy(ROOT / "data" / "curation" / "decisions.csv", work / "data" / "curation" / "decisions.csv")
+    (work / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    mp = pytest.MonkeyPatch()
+    mp.chdir(work)
+    try:
+        for stage in (download, ingest, curate, split):
+            stage.main()
+    finally:
+        mp.undo()
+    return work
+
+
+def copy_of(prepared: Path, tmp_path: Path, name: str, **train_overrides) -> Path:
+    dest = tmp_path / name
+    shutil.copytree(prepared, dest, symlinks=True)
+    (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params(**train_overrides)))
+    return dest
+
+
+def run_train(cwd: Path, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    return subprocess.run([sys.executable, "-m", "pipeline.train"], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=900, **kw)
+
+
+def weights(cwd: Path) -> dict:
+    return torch.load(cwd / "models" / "model.pt", weights_only=True)["model"]
+
+
+def test_killed_run_resumes_to_the_same_weights(prepared, tmp_path):
+    straight = copy_of(prepared, tmp_path, "straight")
+    done = run_train(straight)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (straight / train.RESUME_PATH).exists()  # removed once training completes
+
+    killed = copy_of(prepared, tmp_path, "killed")
+    env = {**os.environ, "PYTHONPATH": str(killed)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train"], cwd=killed, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = killed / train.RESUME_PATH
+    deadline = time.time() + 600
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # kill -9: no handler, no clean-up
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    epoch_at_kill = torch.load(ckpt, weights_only=True)["epoch"]
+    assert 1 <= epoch_at_kill < 4
+    assert not (killed / train.MODEL_PATH).exists()
+
+    resumed = run_train(killed)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming from {train.RESUME_PATH} after epoch {epoch_at_kill}" in resumed.stdout
+    a, b = weights(straight), weights(killed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run ended with different weights"
+    history = (killed / train.HISTORY).read_text().splitlines()
+    assert len(history) == 1 + 4  # header + one row per epoch, none lost or repeated
+    # the same MLflow run continued
+    assert json.loads((killed / train.REPORT).read_text())["mlflow_run_id"]
+
+
+def test_resume_state_from_other_params_is_not_used(prepared, tmp_path):
+    proj = copy_of(prepared, tmp_path, "other")
+    env = {**os.environ, "PYTHONPATH": str(proj), "COLORIZE_STOP_AFTER_EPOCH": "1"}
+    stopped = subprocess.run([sys.executable, "-m", "pipeline.train"], cwd=proj, env=env, capture_output=True, text=True)
+    assert stopped.returncode == 137 and (proj / train.RESUME_PATH).exists()
+    (proj / "params.yaml").write_text(yaml.safe_dump(tiny_params(lr=0.001)))
+    again = run_train(proj)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "from other params or data; starting afresh" in again.stdout
+
+
+def test_two_ddp_processes_end_with_identical_weights(prepared, tmp_path):
+    proj = copy_of(prepared, tmp_path, "ddp", nproc=2, threads=2)
+    out = run_train(proj)
+    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
+    assert "torch.distributed.run --standalone --nproc_per_node=2" in out.stdout
+    report = json.loads((proj / train.REPORT).read_text())
+    assert report["world_size"] == 2
+    sums = report["rank_checksums"]
+    assert len(sums) == 2 and sums[0] == sums[1]
+    assert (proj / train.MODEL_PATH).exists() and not (proj / train.RESUME_PATH).exists()
+
+
+def test_hard_examples_draw_high_loss_images_more_often(prepared, tmp_path):
+    proj = copy_of(prepared, tmp_path, "hard", hard_examples=2.0)
+    out = run_train(proj)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import pandas as pd
+
+    table = pd.read_csv(proj / train.LOSS_TABLE)
+    assert table["drawn"].sum() == 4 * len(table)  # n draws per epoch
+    # after the first epoch, the draws follow the loss: the hardest quarter is drawn
+    # more often than the easiest quarter
+    q = table["loss"].quantile([0.25, 0.75])
+    assert table.loc[table["loss"] >= q[0.75], "drawn"].mean() > table.loc[table["loss"] <= q[0.25], "drawn"].mean()
+
+
+# ----------------------------------------------------------------------- pure pieces
+
+def test_warmup_then_cosine():
+    f = train.warmup_cosine(warmup_steps=4, total_steps=20)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(12) == pytest.approx(0.5)  # halfway through the cosine
+    assert f(20) == pytest.approx(0.0, abs=1e-12)
+    assert all(f(s) >= f(s + 1) for s in range(4, 20))
+
+
+def test_crop_and_flip_keep_pairs_aligned():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
+    y = torch.cat([x, -x], 1)  # ab made from L, so misalignment shows
+    cx, cy = train.augment(x, y, crop=4, gen=gen)
+    assert cx.shape == (2, 1, 4, 4) and cy.shape == (2, 2, 4, 4)
+    assert torch.equal(cy[:, :1], cx) and torch.equal(cy[:, 1:], -cx)
+    # each crop is a contiguous (possibly mirrored) window of its own image
+    for i in range(2):
+        window = cx[i, 0]
+        found = any(torch.equal(window, x[i, 0, r : r + 4, c : c + 4]) or torch.equal(window, x[i, 0, r : r + 4, c : c + 4].flip(-1))
+                    for r in range(5) for c in range(5))
+        assert found
+
+
+def test_uniform_epochs_visit_every_image_once_across_ranks():
+    table = train.LossTable(10)
+    idx = [train.epoch_indices(10, 3, 0, train.Dist(rank=r, world=2), table, 0.0) for r in range(2)]
+    assert sorted(torch.cat(idx).tolist()) == list(range(10))
+    again = train.epoch_indices(10, 3, 0, train.Dist(), table, 0.0)
+    assert sorted(again.tolist()) == list(range(10))
+    assert not torch.equal(again, train.epoch_indices(10, 4, 0, train.Dist(), table, 0.0))  # reshuffled per epoch
