@@ -23,7 +23,8 @@ The same data, split, metric and budget for every model, so they can be compared
   checks this). It is removed when training completes.
 - Distributed: `train.nproc` > 1 relaunches this stage under torchrun (DDP, gloo on CPU,
   NCCL on CUDA). Only rank 0 logs and writes files; the ranks' final weights are
-  compared and the checksums recorded.
+  compared and the checksums recorded. gan averages its gradients across ranks itself
+  (its gradient penalty needs double backward, which DDP does not support).
 
 Outputs (rank 0):
 - `models/model.pt`: model, optimizer(s), scheduler, epoch, RNG states and params; load
@@ -274,8 +275,6 @@ def train(params: dict) -> dict:
     cfg = params["train"]
     device = pick_device(cfg)
     d = init_distributed(device)
-    if d.world > 1 and cfg["model"] == "gan":
-        raise UserError("train.nproc: gan trains in one process (its two optimisers are not wrapped for DDP yet); set train.nproc: 1")
     threads = max(1, cfg["threads"] // d.world) if cfg["threads"] else 0  # the ranks share the cores
     set_determinism(cfg["seed"], threads, cfg["deterministic"])
     train_data, val_data = load_split("train"), load_split("val")
@@ -318,8 +317,15 @@ def train(params: dict) -> dict:
             print(f"train: {RESUME_PATH} is from other params or data; starting afresh")
 
     loss_of = LossOf(model)
-    if d.world > 1:
+    # gan's generator and critic take turns with two optimisers, and the gradient
+    # penalty differentiates through the critic twice, which DDP does not support; so
+    # gan averages gradients across ranks itself (all-reduce before each step, exactly
+    # what DDP does) and broadcasts batch-norm buffers from rank 0 like DDP.
+    manual_sync = is_gan and d.world > 1
+    if d.world > 1 and not is_gan:
         loss_of = nn.parallel.DistributedDataParallel(loss_of, device_ids=[device.index] if cuda else None)
+    if manual_sync:
+        _broadcast(list(model.parameters()) + list(model.buffers()))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
 
     mlflow = tracking.setup() if d.main else None
@@ -348,8 +354,10 @@ def train(params: dict) -> dict:
                 x, y = x.to(device), y.to(device)
                 if cuda:
                     x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
+                if manual_sync:
+                    _broadcast(list(model.buffers()))
                 if adversarial:
-                    losses, stats = _gan_step(model, opt, critic_opt, x, y, cfg, autocast)
+                    losses, stats = _gan_step(model, opt, critic_opt, x, y, cfg, autocast, d)
                     sums["critic_wasserstein"] += stats[0] * len(idx)
                     sums["gradient_penalty"] += stats[1] * len(idx)
                 else:
@@ -357,6 +365,8 @@ def train(params: dict) -> dict:
                         losses = loss_of(x, y)
                     opt.zero_grad(set_to_none=True)
                     losses.mean().backward()
+                    if manual_sync:
+                        _average_gradients(model.generator.parameters(), d)
                     _clip(model.generator.parameters() if is_gan else model.parameters(), cfg["grad_clip"])
                     opt.step()
                 sched.step()
@@ -426,7 +436,7 @@ def _state(model, opt, critic_opt, sched, epoch: int, params: dict) -> dict:
     return state
 
 
-def _gan_step(model, opt, critic_opt, x, y, cfg, autocast) -> tuple[torch.Tensor, tuple[float, float]]:
+def _gan_step(model, opt, critic_opt, x, y, cfg, autocast, d: Dist) -> tuple[torch.Tensor, tuple[float, float]]:
     """One WGAN-GP step: one critic update, then two generator updates."""
     from pipeline.models import critic_loss, generator_adversarial_loss
 
@@ -437,6 +447,7 @@ def _gan_step(model, opt, critic_opt, x, y, cfg, autocast) -> tuple[torch.Tensor
     c_loss, wasserstein, gp = critic_loss(model.critic, real_pair, fake_pair, g["lambda_gp"])
     critic_opt.zero_grad(set_to_none=True)
     c_loss.backward()
+    _average_gradients(model.critic.parameters(), d)
     _clip(model.critic.parameters(), cfg["grad_clip"])
     critic_opt.step()
     for _ in range(2):
@@ -447,10 +458,31 @@ def _gan_step(model, opt, critic_opt, x, y, cfg, autocast) -> tuple[torch.Tensor
         loss = g["lambda_l1"] * l1.mean() + adv
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        _average_gradients(model.generator.parameters(), d)
         _clip(model.generator.parameters(), cfg["grad_clip"])
         opt.step()
     model.critic.zero_grad(set_to_none=True)  # the generator steps left gradients there
     return l1.detach(), (float(wasserstein), float(gp))
+
+
+def _average_gradients(params, d: Dist) -> None:
+    """Mean of each gradient over the ranks (what DDP's reducer does), in place."""
+    if d.world == 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= d.world
+
+
+def _broadcast(tensors) -> None:
+    """Rank 0's values everywhere (DDP's start-up and per-step buffer broadcast)."""
+    import torch.distributed as dist
+
+    for t in tensors:
+        dist.broadcast(t.data, 0)
 
 
 def _gather(t: torch.Tensor, d: Dist) -> torch.Tensor:

@@ -116,8 +116,9 @@ def test_resume_state_from_other_params_is_not_used(prepared, tmp_path):
     assert "from other params or data; starting afresh" in again.stdout
 
 
-def test_two_ddp_processes_end_with_identical_weights(prepared, tmp_path):
-    proj = copy_of(prepared, tmp_path, "ddp", nproc=2, threads=2)
+@pytest.mark.parametrize("model, extra", [("unet", {}), ("gan", {"epochs": 2, "gan": {"pretrain_epochs": 1, "lambda_l1": 100.0, "lambda_gp": 10.0, "critic_lr": 0.0001}})])
+def test_two_ddp_processes_end_with_identical_weights(prepared, tmp_path, model, extra):
+    proj = copy_of(prepared, tmp_path, f"ddp-{model}", nproc=2, threads=2, model=model, **extra)
     out = run_train(proj)
     assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
     assert "torch.distributed.run --standalone --nproc_per_node=2" in out.stdout
