@@ -218,6 +218,8 @@ SCHEMA: dict[str, Any] = {
         "lookup_bins": Int(2, 1000),
         "grid_images": Int(1, 64),
         "temperatures": ListOf(Float(1e-3, 10.0)),
+        "bootstrap_resamples": Int(10, 1_000_000),
+        "bootstrap_seed": Int(0),
     },
 }
 

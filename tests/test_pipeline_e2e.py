@@ -40,14 +40,20 @@ def project(tmp_path_factory):
 
 def test_repro_produces_metrics_against_baselines(project):
     proj, first = project
-    assert stages_run(first.stdout) == ["download", "ingest", "relevance", "curate", "split", "priors", "train", "evaluate"]
+    assert stages_run(first.stdout) == ["download", "ingest", "relevance", "curate", "split", "priors", "train", "evaluate", "report"]
     metrics = json.loads((proj / "reports" / "metrics.json").read_text())
     for key in ("psnr", "psnr_gray", "psnr_const", "psnr_lookup"):
         assert math.isfinite(metrics[key]) and 5 < metrics[key] < 60, (key, metrics[key])
     assert metrics["best_baseline"] in ("gray", "const", "lookup")
+    for key in ("psnr", "ssim", "delta_e", "colourfulness", "psnr_gray", "ssim_lookup", "delta_e_const"):
+        assert metrics[f"{key}_ci95_lo"] <= metrics[key] <= metrics[f"{key}_ci95_hi"], key
+    assert -1 <= metrics["ssim"] <= 1 and metrics["delta_e"] >= 0
+    html = (proj / "reports" / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html and html.count("data:image/png;base64,") >= 5
     assert metrics["n_test"] > 0
     for name in ("eval_per_image.csv", "eval_grid.png", "train_history.csv", "ingest.json", "curate.json",
-                 "priors.json", "priors_prior.png", "priors_weights.png", "temperature_sweep.csv"):
+                 "priors.json", "priors_prior.png", "priors_weights.png", "temperature_sweep.csv",
+                 "eval_per_class.csv", "psnr_hist.png", "eval_best_median_worst.png", "report.html"):
         assert (proj / "reports" / name).exists(), name
     ingest = json.loads((proj / "reports" / "ingest.json").read_text())
     assert ingest["found"] == ingest["usable"] + ingest["rejected"] == TINY["data.garden.n_images"]
@@ -77,13 +83,13 @@ def test_same_inputs_same_outputs(project):
     assert {k: v for k, v in before.items() if k not in timing} == {k: v for k, v in after.items() if k not in timing}
 
 
-def test_train_param_change_reruns_only_train_and_evaluate(project):
+def test_train_param_change_reruns_only_train_evaluate_and_report(project):
     proj, _ = project
     params = yaml.safe_load((proj / "params.yaml").read_text())
     params["train"]["epochs"] += 1
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run([bin_path("dvc"), "repro"], proj)
-    assert stages_run(out.stdout) == ["train", "evaluate"]
+    assert stages_run(out.stdout) == ["train", "evaluate", "report"]
 
 
 def test_nothing_left_running(project):
@@ -138,7 +144,7 @@ def test_zhang_trains_and_evaluates_through_dvc_exp_run(project):
 
     proj, _ = project
     out = run([bin_path("dvc"), "exp", "run", "-S", "train.model=zhang", "-S", "train.epochs=2"], proj)
-    assert stages_run(out.stdout) == ["train", "evaluate"]
+    assert stages_run(out.stdout) == ["train", "evaluate", "report"]
     metrics = json.loads((proj / "reports" / "metrics.json").read_text())
     assert math.isfinite(metrics["psnr"]) and metrics["colourfulness"] >= 0
     with open(proj / "reports" / "temperature_sweep.csv") as f:
