@@ -153,6 +153,11 @@ def test_zhang_trains_and_evaluates_through_dvc_exp_run(project):
     assert len({r["psnr"] for r in sweep}) > 1  # T changes the decoding
     exps = run([bin_path("dvc"), "exp", "show", "--json"], proj)
     assert "zhang" in exps.stdout
+    # experiments compare with DVC's own tools: metrics and plots against the workspace's base
+    diff = json.loads(run([bin_path("dvc"), "metrics", "diff", "--json", "HEAD"], proj).stdout or "{}")
+    assert isinstance(diff, dict)
+    plots = run([bin_path("dvc"), "plots", "diff", "--json", "HEAD"], proj)
+    assert "temperature_sweep.csv" in plots.stdout and "psnr_hist.png" in plots.stdout
 
 
 def test_every_model_through_the_experiment_queue_into_one_mlflow_store(project):
