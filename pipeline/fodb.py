@@ -31,6 +31,45 @@ from pathlib import Path
 from pipeline.errors import UserError
 from pipeline.tracking import project_root
 
+
+def _tolerate_eta_metadata() -> None:
+    """Let `import fiftyone` work after mlflow has been imported in the same process.
+
+    FiftyOne's `eta` reads `metadata("voxel51-eta")["author"]` at import; its wheel has
+    only Author-email. The stdlib answers None for a missing field, but mlflow imports
+    the `importlib_metadata` backport, which takes over distribution discovery and
+    raises KeyError instead, so `import fiftyone` fails. Narrow fix: for eta's own
+    package names only, a missing field reads as None again, as the stdlib does.
+    """
+    import importlib.metadata as md
+
+    if getattr(md.metadata, "_colorize_tolerant", False):
+        return
+    original = md.metadata
+
+    class _Tolerant:
+        def __init__(self, meta):
+            self._meta = meta
+
+        def __getitem__(self, key):
+            try:
+                return self._meta[key]
+            except KeyError:
+                return None
+
+        def __getattr__(self, name):
+            return getattr(self._meta, name)
+
+    def metadata(name):
+        meta = original(name)
+        return _Tolerant(meta) if name in ("voxel51-eta", "eta") else meta
+
+    metadata._colorize_tolerant = True
+    md.metadata = metadata
+
+
+_tolerate_eta_metadata()
+
 PORT_FILE = "mongod.port"
 START_TIMEOUT = 60.0  # seconds; a cold mongod on a slow disk takes a few
 

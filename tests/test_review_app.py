@@ -206,6 +206,16 @@ def test_database_serves_fiftyone_in_a_fresh_process(tmp_path):
 # ----------------------------------------------------------------------------- round trip
 
 
+def test_fiftyone_imports_after_mlflow():
+    """mlflow brings the importlib_metadata backport, which made `import fiftyone` fail
+    (eta reads a metadata field its wheel lacks); pipeline.fodb tolerates it."""
+    code = "import mlflow, pipeline.fodb, fiftyone; print('imported', fiftyone.__version__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert "imported" in out.stdout
+
+
 def test_non_image_files_do_not_break_the_image_dataset(tmp_path):
     """A README.md listed first (as a folder source lists it) must not fix the dataset's
     media type: it stays out of the App, every photo goes in."""
