@@ -36,22 +36,20 @@ def tiny_params(**train_overrides) -> dict:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    """A project directory with download .. split already run (no training yet)."""
-    from pipeline import curate, download, ingest, split
-
+    """A project directory with download .. split already run (no training yet). The
+    stages run as DVC runs them, one process each: an in-process curate would meet a
+    FiftyOne already imported and pointed at another test's (stopped) database."""
     work = tmp_path_factory.mktemp("engine") / "base"
     work.mkdir()
     shutil.copytree(ROOT / "pipeline", work / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     (work / "data" / "curation").mkdir(parents=True)
     shutil.copy(ROOT / "data" / "curation" / "decisions.csv", work / "data" / "curation" / "decisions.csv")
     (work / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
-    mp = pytest.MonkeyPatch()
-    mp.chdir(work)
-    try:
-        for stage in (download, ingest, curate, split):
-            stage.main()
-    finally:
-        mp.undo()
+    env = {**os.environ, "PYTHONPATH": str(work)}
+    for stage in ("download", "ingest", "curate", "split"):
+        out = subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=work, env=env,
+                             capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, (stage, out.stderr[-2000:])
     return work
 
 
