@@ -89,3 +89,25 @@ TINY = {
     "train.crop": 24,
     "evaluate.grid_images": 4,
 }
+
+
+BROWSER_DIR = ROOT / "tests" / "browser"
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
+
+
+@pytest.fixture(scope="module")
+def browser_tools() -> None:
+    """Chromium, node and playwright-core, from `make browser`. Browser tests skip with a
+    reason where they are missing, except in CI, where they must run."""
+    missing = []
+    if not shutil.which("chromium"):
+        missing.append("Debian chromium (apt-get install chromium)")
+    if not shutil.which("node"):
+        missing.append("node (apt-get install nodejs npm)")
+    if not (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").exists():
+        missing.append("tests/browser/node_modules (npm ci in tests/browser)")
+    if missing:
+        message = "browser test needs " + ", ".join(missing) + ": run `make browser`"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: browser tests must not skip)")
+        pytest.skip(message)

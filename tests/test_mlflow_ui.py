@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,7 +27,6 @@ import pytest
 from tests.conftest import ROOT
 
 BROWSER_DIR = ROOT / "tests" / "browser"
-IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 SERVER_START_TIMEOUT = 90  # s; `mlflow server` takes 10-15 s on an idle machine
 LOOPBACK = "127.0.0.1"
 
@@ -44,23 +42,6 @@ RUNS = {
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(scope="module")
-def browser_tools() -> None:
-    """Chromium, node and playwright-core, from `make browser` (as in test_review_app.py)."""
-    missing = []
-    if not shutil.which("chromium"):
-        missing.append("Debian chromium (apt-get install chromium)")
-    if not shutil.which("node"):
-        missing.append("node (apt-get install nodejs npm)")
-    if not (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").exists():
-        missing.append("tests/browser/node_modules (npm ci in tests/browser)")
-    if missing:
-        message = "browser test needs " + ", ".join(missing) + ": run `make browser`"
-        if IN_CI:
-            pytest.fail(message + " (CI=true: browser tests must not skip)")
-        pytest.skip(message)
 
 
 def _free_port() -> int:

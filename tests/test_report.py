@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -29,7 +28,6 @@ from pipeline.errors import UserError
 from tests.conftest import ROOT
 
 BROWSER_DIR = ROOT / "tests" / "browser"
-IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 N_TEST = 40
 
 # ----------------------------------------------------------------------------- a reports folder
@@ -273,23 +271,6 @@ def test_missing_metrics_is_a_one_line_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------- in a browser
-
-
-@pytest.fixture(scope="module")
-def browser_tools() -> None:
-    """Chromium, node and playwright-core, from `make browser`."""
-    missing = []
-    if not shutil.which("chromium"):
-        missing.append("Debian chromium (apt-get install chromium)")
-    if not shutil.which("node"):
-        missing.append("node (apt-get install nodejs npm)")
-    if not (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").exists():
-        missing.append("tests/browser/node_modules (npm ci in tests/browser)")
-    if missing:
-        message = "browser test needs " + ", ".join(missing) + ": run `make browser`"
-        if IN_CI:
-            pytest.fail(message + " (CI=true: browser tests must not skip)")
-        pytest.skip(message)
 
 
 def open_in_chromium(page: Path, shot: Path | None = None) -> dict:

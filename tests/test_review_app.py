@@ -38,7 +38,6 @@ N_SAMPLES = 12
 FLAGS = ["flag_grayscale", "flag_near_duplicate"]  # curate's flag_<check> columns
 APP_DATASET = "colorize-test"
 APP_START_TIMEOUT = 180  # s; the App's first start (server + relay) takes 10-30 s
-IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -293,23 +292,6 @@ def test_decisions_survive_a_deleted_database(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the App in a browser
-
-
-@pytest.fixture(scope="module")
-def browser_tools() -> None:
-    """Chromium, node and playwright-core, from `make browser`."""
-    missing = []
-    if not shutil.which("chromium"):
-        missing.append("Debian chromium (apt-get install chromium)")
-    if not shutil.which("node"):
-        missing.append("node (apt-get install nodejs npm)")
-    if not (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").exists():
-        missing.append("tests/browser/node_modules (npm ci in tests/browser)")
-    if missing:
-        message = "browser test needs " + ", ".join(missing) + ": run `make browser`"
-        if IN_CI:
-            pytest.fail(message + " (CI=true: browser tests must not skip)")
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
