@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export FIFTYONE_DO_NOT_TRACK := true
 
-.PHONY: setup browser browser-system run test review sync ui dag clean-venv
+.PHONY: setup browser browser-system run test bench review sync ui dag clean-venv
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ run: setup
 
 test: setup browser
 	$(BIN)/python -m pytest
+
+# The benchmark suite: reports/bench.json and the README's performance table (~15 min).
+bench: setup
+	$(BIN)/python -m bench.suite
 
 # What the browser tests need: Debian's chromium and playwright-core (driving that
 # chromium; never `npx playwright install`). Installed only when missing: apt needs root,

@@ -24,14 +24,15 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import bin_path, make_project  # noqa: E402 - reuse the test project builder
 
 
-def peak_rss_mb(cmd: list[str], cwd: Path) -> tuple[float, float]:
+def peak_rss_mb(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float]:
     """Run cmd in a child of a fresh wrapper; return (seconds, the child's peak RSS in MB)."""
     wrapper = (
         "import resource, subprocess, sys, time;"
         "t = time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL);"
         "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
     )
-    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], cwd=cwd, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], cwd=cwd, capture_output=True, text=True, check=True,
+                         env=env)
     seconds, mb = out.stdout.split()
     return float(seconds), float(mb)
 

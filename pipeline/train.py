@@ -326,7 +326,7 @@ def train(params: dict) -> dict:
         loss_of = nn.parallel.DistributedDataParallel(loss_of, device_ids=[device.index] if cuda else None)
     if manual_sync:
         _broadcast(list(model.parameters()) + list(model.buffers()))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+    autocast = autocast_for(device)
 
     mlflow = tracking.setup() if d.main else None
     run_ctx = (mlflow.start_run(run_id=run_id) if run_id else
@@ -350,25 +350,14 @@ def train(params: dict) -> dict:
                        leave=False, disable=not d.main)
             for step in bar:
                 idx = idx_all[step * cfg["batch_size"] : (step + 1) * cfg["batch_size"]]
-                x, y = augment(L_train[idx], ab_train[idx], cfg["crop"], aug_gen)
-                x, y = x.to(device), y.to(device)
-                if cuda:
-                    x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
+                x, y = next_batch(L_train, ab_train, idx, cfg["crop"], aug_gen, device)
                 if manual_sync:
                     _broadcast(list(model.buffers()))
-                if adversarial:
-                    losses, stats = _gan_step(model, opt, critic_opt, x, y, cfg, autocast, d)
+                losses, stats = train_step(model, loss_of, opt, critic_opt, x, y, cfg, autocast, d,
+                                           adversarial, manual_sync)
+                if stats is not None:
                     sums["critic_wasserstein"] += stats[0] * len(idx)
                     sums["gradient_penalty"] += stats[1] * len(idx)
-                else:
-                    with autocast:
-                        losses = loss_of(x, y)
-                    opt.zero_grad(set_to_none=True)
-                    losses.mean().backward()
-                    if manual_sync:
-                        _average_gradients(model.generator.parameters(), d)
-                    _clip(model.generator.parameters() if is_gan else model.parameters(), cfg["grad_clip"])
-                    opt.step()
                 sched.step()
                 table.update(_gather(idx, d), _gather(losses.detach().float().cpu(), d))
                 sums["train_loss"] += losses.detach().float().sum().item()
@@ -425,6 +414,43 @@ def train(params: dict) -> dict:
     REPORT.write_text(json.dumps(summary, indent=2) + "\n")
     RESUME_PATH.unlink(missing_ok=True)  # done: nothing to resume
     return summary
+
+
+def autocast_for(device: torch.device):
+    """bfloat16 mixed precision on CUDA (no loss scaling needed); full float32 on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def next_batch(L: torch.Tensor, ab: torch.Tensor, idx: torch.Tensor, crop: int, gen: torch.Generator,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training input pipeline: the images at `idx` from the in-memory split,
+    augmented, on the device (channels_last on CUDA). bench/suite.py times this against
+    a seed-style Dataset and checks the model does not wait on it."""
+    x, y = augment(L[idx], ab[idx], crop, gen)
+    x, y = x.to(device), y.to(device)
+    if device.type == "cuda":
+        x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def train_step(model, loss_of, opt, critic_opt, x, y, cfg: dict, autocast, d: Dist, adversarial: bool,
+               manual_sync: bool) -> tuple[torch.Tensor, tuple[float, float] | None]:
+    """One optimisation step on one batch: (per-image losses, gan's (Wasserstein
+    estimate, gradient penalty) or None). The scheduler step is the caller's."""
+    if adversarial:
+        return _gan_step(model, opt, critic_opt, x, y, cfg, autocast, d)
+    is_gan = hasattr(model, "critic")
+    with autocast:
+        losses = loss_of(x, y)
+    opt.zero_grad(set_to_none=True)
+    losses.mean().backward()
+    if manual_sync:
+        _average_gradients(model.generator.parameters(), d)
+    _clip(model.generator.parameters() if is_gan else model.parameters(), cfg["grad_clip"])
+    opt.step()
+    return losses, None
 
 
 def _state(model, opt, critic_opt, sched, epoch: int, params: dict) -> dict:
