@@ -9,6 +9,7 @@ in the same process, on the same files, as the pipeline's way:
 - `ingest_one`: full decode (no reduced-size DCT decoding), centre crop, scikit-image
   float64 anti-aliased resize;
 - `lab_one`: scikit-image `rgb2lab` in float64;
+- `bin_counts`: ab-bin counts by `rgb2lab` and an argmin over the bin centres;
 - `SeedDataset`: the two above plus a random crop and flip, per item, every epoch;
 - `evaluate_one`: one image through the model, scikit-image `lab2rgb` and metrics;
 - `colorize_file`: a photo at full resolution in float64 (the 24 MP memory baseline).
@@ -76,6 +77,17 @@ class SeedDataset(torch.utils.data.Dataset):
         L = (lab[..., 0] - L_CENT) / L_NORM
         ab = lab[..., 1:] / AB_NORM
         return torch.from_numpy(L[None].astype(np.float32)), torch.from_numpy(ab.transpose(2, 0, 1).astype(np.float32))
+
+
+def bin_counts(images: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """Pixels per ab bin the way one writes it first: rgb2lab per image in float64, the
+    nearest of the Q bin centres by argmin over all of them, bincount."""
+    counts = np.zeros(len(bins), dtype=np.int64)
+    for im in images:
+        ab = lab_one(im)[..., 1:].reshape(-1, 2)
+        nearest = ((ab[:, None, :] - bins[None]) ** 2).sum(-1).argmin(1)
+        counts += np.bincount(nearest, minlength=len(bins))
+    return counts
 
 
 def seed_loader(paths: list[Path], size: int, crop: int, batch_size: int, seed: int = 0):

@@ -82,7 +82,7 @@ class Sizes:
 TINY_PROJECT = {"data.garden.n_images": 120, "ingest.image_size": 32, "curate.min_side": 24, "train.epochs": 2,
                 "train.width": 8, "train.depth": 2, "train.crop": 24, "evaluate.grid_images": 4}
 FULL = Sizes(repeat=5, real_images=400, large_images=8, working_images=512, priors_images=2000, loader_files=256,
-             train_steps=6, colorize_sizes=(("1mp", 1224, 816), ("24mp", 6000, 4000)), colorize_runs=3,
+             train_steps=10, colorize_sizes=(("1mp", 1224, 816), ("24mp", 6000, 4000)), colorize_runs=3,
              memory_sizes=(1000, 8000), overhead_params=TINY_PROJECT)
 SMOKE = Sizes(repeat=1, real_images=6, large_images=1, working_images=24, priors_images=8, loader_files=8,
               train_steps=1, colorize_sizes=(("1mp", 320, 240), ("24mp", 640, 480)), colorize_runs=1,
@@ -234,19 +234,18 @@ def bench_curate(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
 
 
 def bench_priors(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
-    from bench.priors_speed import baseline_counts
     from pipeline import priors
-    from pipeline.colour import ab_bins, rgb_uint8_to_bins
+    from pipeline.colour import ab_bins
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the target is per core
     try:
         images = data.working(sizes.priors_images)
         bins = ab_bins().numpy().astype(np.float64)  # builds the LUT once (cached), untimed
-        sub = images[: max(1, min(100, len(images)))]  # the baseline is ~700x slower: time a slice of it
-        a, b = alternate(lambda: priors.count_bins(rgb_uint8_to_bins(images), len(bins)),
-                         lambda: baseline_counts(sub, bins), max(1, min(sizes.repeat, 3)))
-        agree = bool((priors.count_bins(rgb_uint8_to_bins(sub), len(bins)) == baseline_counts(sub, bins)).all())
+        sub = images[: max(1, min(100, len(images)))]  # the baseline is ~1000x slower: time a slice of it
+        a, b = alternate(lambda: priors.image_bin_counts(images, len(bins)),
+                         lambda: seed_style.bin_counts(sub, bins), max(1, min(sizes.repeat, 3)))
+        agree = bool((priors.image_bin_counts(sub, len(bins)) == seed_style.bin_counts(sub, bins)).all())
     finally:
         torch.set_num_threads(threads)
     px = images.shape[1] * images.shape[2]
@@ -319,10 +318,10 @@ def bench_loader(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
 
 def _zhang_priors(images: np.ndarray, cfg: dict) -> dict[str, torch.Tensor]:
     from pipeline import priors
-    from pipeline.colour import ab_bins, rgb_uint8_to_bins
+    from pipeline.colour import ab_bins
 
     bins = ab_bins().numpy().astype(np.float64)
-    counts = priors.count_bins(rgb_uint8_to_bins(images), len(bins))
+    counts = priors.image_bin_counts(images, len(bins))
     p_smooth = priors.smooth(counts / counts.sum(), bins, cfg["sigma"])
     weights = priors.rebalancing_weights(p_smooth, cfg["mix"])
     return {"bins": torch.from_numpy(bins).float(), "weights": torch.from_numpy(weights).float()}
@@ -374,7 +373,7 @@ def train_step_rates(data: Data, sizes: Sizes, device: torch.device) -> dict[str
                 train_step(model, loss_of, opt, critic_opt, *fixed, mcfg, autocast, d, adversarial, False)
             sync()
 
-        a, b = alternate(real, memory, max(1, min(sizes.repeat, 3)))
+        a, b = alternate(real, memory, sizes.repeat)
         waited = waited[1:]  # drop the warm-up's
         out[name] = {"real": rate(steps * bs, a), "memory": rate(steps * bs, b),
                      "data_wait_share": statistics.median(w / t for w, t in zip(waited, a)), "real_s": a,

@@ -355,7 +355,9 @@ def log_to_mlflow(report: dict, params: dict) -> None:
 
 def main() -> None:
     from pipeline import fodb, review
+    from pipeline.malloc import return_freed_memory
 
+    return_freed_memory()  # flat peak memory as the dataset grows (see pipeline/malloc.py)
     params = load_params()
     if not INGEST_MANIFEST.exists():
         raise UserError(f"{INGEST_MANIFEST} not found: run the ingest stage first (dvc repro ingest)")

@@ -16,8 +16,8 @@ rarity of its colour:
             training pixel is 1 and the loss keeps its scale.
 
 Counting is a lookup: every 8-bit sRGB colour has its bin precomputed
-(colour.rgb_uint8_to_bins), so the stage costs one gather and one bincount per pixel
-(bench/priors_speed.py measures the rate on one core). Images are read shard by shard,
+(colour.ab_bin_lut), so the stage costs one gather and one bincount per pixel
+(`python -m bench.suite --only priors` measures the rate on one core). Images are read shard by shard,
 so memory stays flat in the number of images.
 
 Outputs:
@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipeline.colour import AB_GRID, ab_bins, rgb_uint8_to_bins
+from pipeline.colour import AB_GRID, ab_bin_lut, ab_bins, pack_rgb8
 from pipeline.errors import UserError, run_main
 from pipeline.ingest import SHARDS
 from pipeline.params import load_params
@@ -58,6 +58,28 @@ WEIGHTS_PLOT = Path("reports/priors_weights.png")
 def count_bins(bin_images: torch.Tensor, q: int) -> np.ndarray:
     """Pixel count per bin of a batch of bin-index images (any shape), int64 (q,)."""
     return torch.bincount(bin_images.reshape(-1), minlength=q).numpy().astype(np.int64)
+
+
+COUNT_CHUNK = 1 << 16  # pixels per pack -> lookup -> bincount pass: its temporaries stay in cache
+
+
+def image_bin_counts(images: np.ndarray | torch.Tensor, q: int) -> np.ndarray:
+    """Pixel count per ab bin of uint8 RGB images (..., 3), int64 (q,).
+
+    The same counts as count_bins(rgb_uint8_to_bins(images)), a cache-sized chunk at a
+    time: the whole-array way writes and rereads 14 bytes of temporaries per pixel (the
+    packed colours, the int64 bin image) and ran at ~36 M px/s on one core; chunked,
+    bench/suite.py (section priors) measures the rate.
+    """
+    array = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if array.dtype != np.uint8 or array.shape[-1:] != (3,):
+        raise TypeError(f"image_bin_counts expects uint8 (..., 3), got {array.dtype} {array.shape}")
+    pixels = array.reshape(-1, 3)
+    lut = ab_bin_lut().numpy()
+    counts = np.zeros(q, dtype=np.int64)
+    for start in range(0, len(pixels), COUNT_CHUNK):
+        counts += np.bincount(np.take(lut, pack_rgb8(pixels[start : start + COUNT_CHUNK])), minlength=q)
+    return counts
 
 
 def smooth(p: np.ndarray, bins: np.ndarray, sigma: float) -> np.ndarray:
@@ -117,7 +139,7 @@ def count_split(rows: pd.DataFrame, shards: Path, image_size: int, q: int, progr
     for shard, part in tqdm(groups, total=groups.ngroups, desc="priors", unit="shard", disable=not progress):
         pixels = np.load(Path(shards) / f"shard-{shard:05d}.npy", mmap_mode="r")
         index = np.sort(part["shard_index"].astype(int).to_numpy())
-        counts += count_bins(rgb_uint8_to_bins(_resize(pixels[index], image_size)), q)
+        counts += image_bin_counts(_resize(pixels[index], image_size), q)
     return counts
 
 

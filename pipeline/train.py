@@ -136,19 +136,31 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
     return factor
 
 
-def augment(x: torch.Tensor, y: torch.Tensor, crop: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random crop of side `crop` (0 = none) and a horizontal flip per sample."""
-    n, _, h, w = x.shape
+def augment(x: torch.Tensor, y: torch.Tensor, crop: int, gen: torch.Generator,
+            idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random crop of side `crop` (0 = none) and a horizontal flip per sample, of the
+    samples `idx` of x and y (all of them by default).
+
+    Each sample's window is copied straight from the full tensors into the batch (one
+    copy per sample; gathering the batch first and cropping it with index tensors cost
+    ~10% of a cnn step: bench/suite.py, train_step). The draws (top, left, flip) are
+    the same as ever, so batches are bit-identical for a seed."""
+    n_all, _, h, w = x.shape
+    idx = torch.arange(n_all) if idx is None else idx
+    n = len(idx)
+    side_h, side_w = (crop, crop) if crop and crop < h else (h, w)
     if crop and crop < h:
-        top = torch.randint(0, h - crop + 1, (n,), generator=gen)
-        left = torch.randint(0, w - crop + 1, (n,), generator=gen)
-        rows = (top[:, None] + torch.arange(crop))[:, None, :, None]  # (n, 1, crop, 1)
-        cols = (left[:, None] + torch.arange(crop))[:, None, None, :]  # (n, 1, 1, crop)
-        batch = torch.arange(n)[:, None, None, None]
-        x = x[batch, torch.arange(x.shape[1])[None, :, None, None], rows, cols]
-        y = y[batch, torch.arange(y.shape[1])[None, :, None, None], rows, cols]
-    flip = (torch.rand(n, generator=gen) < 0.5)[:, None, None, None]
-    return torch.where(flip, x.flip(-1), x), torch.where(flip, y.flip(-1), y)
+        top = torch.randint(0, h - crop + 1, (n,), generator=gen).tolist()
+        left = torch.randint(0, w - crop + 1, (n,), generator=gen).tolist()
+    else:
+        top = left = [0] * n
+    flip = (torch.rand(n, generator=gen) < 0.5).tolist()
+    bx = torch.empty((n, x.shape[1], side_h, side_w), dtype=x.dtype)
+    by = torch.empty((n, y.shape[1], side_h, side_w), dtype=y.dtype)
+    for k, (i, t, l, f) in enumerate(zip(idx.tolist(), top, left, flip)):
+        wx, wy = x[i, :, t : t + side_h, l : l + side_w], y[i, :, t : t + side_h, l : l + side_w]
+        bx[k], by[k] = (wx.flip(-1), wy.flip(-1)) if f else (wx, wy)
+    return bx, by
 
 
 class LossTable:
@@ -428,7 +440,7 @@ def next_batch(L: torch.Tensor, ab: torch.Tensor, idx: torch.Tensor, crop: int, 
     """The training input pipeline: the images at `idx` from the in-memory split,
     augmented, on the device (channels_last on CUDA). bench/suite.py times this against
     a seed-style Dataset and checks the model does not wait on it."""
-    x, y = augment(L[idx], ab[idx], crop, gen)
+    x, y = augment(L, ab, crop, gen, idx)
     x, y = x.to(device), y.to(device)
     if device.type == "cuda":
         x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)

@@ -33,6 +33,18 @@ def bins() -> np.ndarray:
     return ab_bins().numpy().astype(np.float64)
 
 
+def test_chunked_counts_equal_the_whole_array_way(bins, monkeypatch):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (5, 37, 29, 3), dtype=np.uint8)
+    whole = priors.count_bins(rgb_uint8_to_bins(images), len(bins))
+    monkeypatch.setattr(priors, "COUNT_CHUNK", 1000)  # many chunks, the last one partial
+    assert np.array_equal(priors.image_bin_counts(images, len(bins)), whole)
+    assert np.array_equal(priors.image_bin_counts(torch.from_numpy(images), len(bins)), whole)
+    assert priors.image_bin_counts(images, len(bins)).sum() == 5 * 37 * 29
+    with pytest.raises(TypeError):
+        priors.image_bin_counts(images.astype(np.float32), len(bins))
+
+
 def test_the_prior_of_a_known_mixture(bins):
     counts = priors.count_bins(rgb_uint8_to_bins(_two_colour_images()), len(bins))
     p = counts / counts.sum()
