@@ -30,7 +30,7 @@ run: setup
 test: setup browser
 	$(BIN)/python -m pytest
 
-# The benchmark suite: reports/bench.json and the README's performance table (~15 min).
+# The benchmark suite: reports/bench.json and the README's performance table (~17 min).
 bench: setup
 	$(BIN)/python -m bench.suite
 

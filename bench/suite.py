@@ -1,6 +1,6 @@
 """`make bench`: every stage's speed and memory, side by side with the seed-style way.
 
-    python -m bench.suite                     # everything (about 15 min on 2 cores)
+    python -m bench.suite                     # everything (about 17 min on 2 cores)
     python -m bench.suite --only ingest,lab   # some sections; the rest of bench.json is kept
     python -m bench.suite --smoke --out X --readme Y   # tiny sizes, one run (make test does this)
 
