@@ -207,6 +207,11 @@ def _log_to_mlflow(run_id: str | None, metrics: dict) -> None:
 
 
 def main() -> None:
+    # One thread and deterministic kernels: metrics.json must be bit-identical for the
+    # same model and data (a CI run once saw it differ between two forced repros with
+    # identical inputs; with two threads the order of float reductions may vary).
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
     m = evaluate(load_params())
     print(
         f"evaluate: psnr {m['psnr']:.2f} dB | gray {m['psnr_gray']:.2f} | const {m['psnr_const']:.2f} | "
