@@ -151,8 +151,8 @@ class Data:
         from pipeline.ingest import _process
 
         self.work, self.sizes = work, sizes
-        self.image_size = load_params(ROOT / "params.yaml")["ingest"]["image_size"]
-        self.max_pixels = load_params(ROOT / "params.yaml")["ingest"]["max_pixels"]
+        ingest = load_params(ROOT / "params.yaml")["ingest"]
+        self.image_size, self.max_pixels = ingest["image_size"], ingest["max_pixels"]
         wanted = max(sizes.real_images, sizes.working_images, sizes.priors_images, sizes.loader_files)
         if SHARED_FLOWERS.is_dir():
             files = sorted(SHARED_FLOWERS.glob("*/*.jpg"))
@@ -257,7 +257,7 @@ def bench_priors(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
         {"images": len(images), "baseline_images": len(sub), "counts_agree": agree}
 
 
-def _working_store(data: Data, images: np.ndarray, folder: Path) -> tuple[Path, Path]:
+def _working_store(images: np.ndarray, folder: Path) -> tuple[Path, Path]:
     """A one-split manifest + shards of `images`, as the ingest and split stages write them."""
     import pandas as pd
 
@@ -289,7 +289,7 @@ def bench_loader(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
     cfg = load_params(ROOT / "params.yaml")["train"]
     files = data.photos[: sizes.loader_files]
     images = data.images[: len(files)]
-    manifest, shards = _working_store(data, images, data.work / "loader")
+    manifest, shards = _working_store(images, data.work / "loader")
     epochs = cfg["epochs"]
 
     def ours():
@@ -381,32 +381,34 @@ def train_step_rates(data: Data, sizes: Sizes, device: torch.device) -> dict[str
     return out
 
 
-def bench_train_step(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
-    cfg = load_params(ROOT / "params.yaml")["train"]
-    rates = train_step_rates(data, sizes, torch.device("cpu"))
+def _train_step_figures(rates: dict, id_prefix: str, section: str, label: str) -> list[dict]:
+    """One figure per model: real loader against a batch already on the device."""
     figures = []
     for name, r in rates.items():
         (o, os_), (m, ms) = r["real"], r["memory"]
-        figures.append(figure(f"train_step_{name}", "train_step",
-                              f"train step, {name} (width {cfg['width']}, depth {cfg['depth']}, batch "
-                              f"{cfg['batch_size']}, crop {cfg['crop']}): real loader vs batch already in memory; "
+        figures.append(figure(f"{id_prefix}{name}", section,
+                              f"{label.format(name=name)}: real loader vs batch already in memory; "
                               f"{100 * r['data_wait_share']:.1f}% of the step getting the batch",
                               "img/s", o, os_, m, ms, target=">= 0.9x", met=o / m >= 0.9))
-    return figures, {k: {"data_wait_share": v["data_wait_share"], "real_s": v["real_s"], "memory_s": v["memory_s"]}
-                     for k, v in rates.items()}
+    return figures
+
+
+def bench_train_step(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
+    cfg = load_params(ROOT / "params.yaml")["train"]
+    rates = train_step_rates(data, sizes, torch.device("cpu"))
+    label = (f"train step, {{name}} (width {cfg['width']}, depth {cfg['depth']}, batch {cfg['batch_size']}, "
+             f"crop {cfg['crop']})")
+    return _train_step_figures(rates, "train_step_", "train_step", label), \
+        {k: {"data_wait_share": v["data_wait_share"], "real_s": v["real_s"], "memory_s": v["memory_s"]}
+         for k, v in rates.items()}
 
 
 def bench_gpu(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
     if not torch.cuda.is_available():
         return [], {"ran": False, "reason": "torch.cuda.is_available() is False on this machine"}
     rates = train_step_rates(data, sizes, torch.device("cuda"))
-    figures = []
-    for name, r in rates.items():
-        (o, os_), (m, ms) = r["real"], r["memory"]
-        figures.append(figure(f"gpu_train_step_{name}", "gpu",
-                              f"GPU train step, {name}, bf16 autocast + channels_last: real loader vs in memory; "
-                              f"{100 * r['data_wait_share']:.1f}% of the step waiting on data",
-                              "img/s", o, os_, m, ms, target=">= 0.9x", met=o / m >= 0.9))
+    figures = _train_step_figures(rates, "gpu_train_step_", "gpu",
+                                  "GPU train step, {name}, bf16 autocast + channels_last")
     return figures, {"ran": True, "device": torch.cuda.get_device_name(0),
                      **{k: {"data_wait_share": v["data_wait_share"]} for k, v in rates.items()}}
 
