@@ -354,11 +354,12 @@ def log_to_mlflow(report: dict, params: dict) -> None:
 
 
 def main() -> None:
-    from pipeline import fodb, review
+    from pipeline import fodb, review, tracking
     from pipeline.malloc import return_freed_memory
 
     return_freed_memory()  # flat peak memory as the dataset grows (see pipeline/malloc.py)
     params = load_params()
+    tracking.check_store()  # before any work: an unusable MLflow store fails now, in one line
     if not INGEST_MANIFEST.exists():
         raise UserError(f"{INGEST_MANIFEST} not found: run the ingest stage first (dvc repro ingest)")
     manifest = pd.read_parquet(INGEST_MANIFEST)
@@ -384,7 +385,7 @@ def main() -> None:
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text(json.dumps(report, indent=2) + "\n")
     with fodb.database():
-        review.sync_dataset(df, decisions, flag_columns=[c for c in df.columns if c.startswith("flag_")])
+        review.mirror_curated(df, decisions)
     log_to_mlflow(report, params)
     print(f"curate: kept {report['kept']} of {report['found']}; dropped "
           f"{ {k: v for k, v in report['by_reason'].items() if v} }")

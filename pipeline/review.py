@@ -10,9 +10,11 @@ the App:
 - `keep`, to overrule an automatic drop.
 
 `export_decisions` writes those tags to `data/curation/decisions.csv`
-(id, decision, reason, time): on leaving `make review`, and with
-`python -m pipeline.review sync`. The file is tracked in git and is a dependency of
-curate, so `dvc repro` reapplies every decision, even after the database is deleted.
+(id, decision, reason, time): on leaving `make review` (Ctrl-C, `kill`, or closing the
+terminal), and with `python -m pipeline.review sync`. The file is tracked in git and is a
+dependency of curate, so `dvc repro` reapplies every decision, even after the database is
+deleted; and `review` itself rebuilds a lost dataset from curate's outputs (the curated
+manifest and decisions.csv).
 
     python -m pipeline.review app [--port 5151]   # the App on 127.0.0.1; syncs on exit
     python -m pipeline.review sync                # export the App's decisions now
@@ -20,8 +22,10 @@ curate, so `dvc repro` reapplies every decision, even after the database is dele
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import math
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -30,6 +34,7 @@ import pandas as pd
 
 from pipeline import fodb
 from pipeline.errors import UserError, run_main
+from pipeline.files import atomic_write
 from pipeline.tracking import project_root
 
 DECISIONS = Path("data/curation/decisions.csv")
@@ -38,6 +43,7 @@ DATASET = "colorize"
 HUMAN_TAGS = ("reject", "keep")
 FLAG_PREFIX = "flag:"
 REASON_PREFIX = "reason:"
+SERVER_GRACE_S = 3  # the App's server exits within ~2.5 s of SIGTERM
 # Fields mirrored from the curated manifest into each sample (when present).
 FIELDS = (
     "cid", "source", "relpath", "label", "status", "keep", "reason", "auto_reason", "detail",
@@ -63,12 +69,8 @@ def read_decisions(path: Path = DECISIONS) -> pd.DataFrame:
 
 
 def write_decisions(df: pd.DataFrame, path: Path = DECISIONS) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     df = df[DECISION_COLUMNS].sort_values("id").reset_index(drop=True)
-    tmp = path.with_suffix(".tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))  # people's work: never half-written
 
 
 def apply_decisions(curated: pd.DataFrame, decisions: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -184,9 +186,12 @@ def sync_dataset(curated: pd.DataFrame, decisions: pd.DataFrame, name: str = DAT
     if len(old):
         view = ds.select_by("cid", list(old["cid"]))
         current = dict(zip(view.values("cid"), view.values("tags")))
+        schema = ds.get_field_schema()
         for f in fields:
             values = dict(zip(old["cid"], (_clean(v) for v in old[f])))
-            have = dict(zip(view.values("cid"), view.values(f)))
+            # A field whose values were all missing so far (relevance before the classifier
+            # ran) is not in the schema yet: nothing to compare with; set_values declares it.
+            have = dict(zip(view.values("cid"), view.values(f))) if f in schema else {}
             changed = {c: v for c, v in values.items() if have.get(c) != v}
             if changed:
                 view.select_by("cid", list(changed)).set_values(f, changed, key_field="cid")
@@ -234,13 +239,36 @@ def save_views(ds, flag_columns) -> None:
     ds.save_view("dropped", ds.match(F("keep") == False).sort_by("reason"), overwrite=True)  # noqa: E712
 
 
-def export_decisions(name: str = DATASET, path: Path = DECISIONS) -> pd.DataFrame:
-    """The App's human tags -> decisions.csv. Decisions for ids no longer in the dataset stay."""
+def mirror_curated(curated: pd.DataFrame, decisions: pd.DataFrame, name: str = DATASET):
+    """The review dataset from a curated manifest and the decisions: curate's last step, and
+    review's own when the database lost the dataset."""
+    flag_columns = [c for c in curated.columns if c.startswith("flag_")]
+    return sync_dataset(curated, decisions, name, flag_columns=flag_columns)
+
+
+def open_dataset(name: str = DATASET):
+    """The review dataset, rebuilt when the database lost it (`rm -rf .fiftyone`, a new machine).
+
+    `dvc repro curate` would not rebuild it: the stage's inputs did not change. Its outputs
+    hold all it needs: the curated manifest and decisions.csv, the truth for every decision.
+    """
     import fiftyone as fo
 
     if not fo.dataset_exists(name):
-        raise UserError(f"FiftyOne dataset {name!r} not found: run `dvc repro curate` first")
-    ds = fo.load_dataset(name)
+        from pipeline.curate import MANIFEST  # imported here: curate brings torch
+
+        if not MANIFEST.exists():
+            raise UserError(f"FiftyOne dataset {name!r} not found, and {MANIFEST} is missing too: "
+                            f"run `dvc repro -f -s curate` (or `dvc pull` where a remote has it)")
+        print(f"review: FiftyOne dataset {name!r} not found (database deleted?); "
+              f"rebuilding it from {MANIFEST} and {DECISIONS}", file=sys.stderr)
+        mirror_curated(pd.read_parquet(MANIFEST), read_decisions(), name)
+    return fo.load_dataset(name)
+
+
+def export_decisions(name: str = DATASET, path: Path = DECISIONS) -> pd.DataFrame:
+    """The App's human tags -> decisions.csv. Decisions for ids no longer in the dataset stay."""
+    ds = open_dataset(name)
     old = read_decisions(path)
     old_by_id = {r.id: r for r in old.itertuples(index=False)}
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -263,29 +291,82 @@ def export_decisions(name: str = DATASET, path: Path = DECISIONS) -> pd.DataFram
     return out
 
 
+class _StopOnSignals:
+    """Ctrl-C, `kill` and closing the terminal all end the App the same way: decisions saved.
+
+    Installed explicitly: a command started with `&` from a script inherits SIGINT ignored,
+    and Python then installs no KeyboardInterrupt handler of its own. SIGHUP ignored on
+    purpose (`nohup`) stays ignored: the App is meant to outlive the terminal there. The
+    first signal stops the App; later ones are ignored, so a second Ctrl-C cannot cut the
+    export short.
+    """
+
+    def __init__(self):
+        self.stopping = False
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                continue
+            signal.signal(sig, self)
+
+    def __call__(self, signum, frame):
+        if not self.stopping:
+            self.stopping = True
+            raise KeyboardInterrupt
+
+
+def _close_app(session) -> None:
+    """Stop the App's server now: left to FiftyOne, it may outlive us by seconds, or for good.
+
+    FiftyOne runs the server under a watcher (`service/main.py --51-service server`) in a
+    process group of its own, which Ctrl-C does not reach; the watcher is to stop the
+    server when our end of its stdin closes, and exits when the server does. The server
+    keeps nothing of its own (tags are in the database): a short grace, then SIGKILL.
+    """
+    import psutil  # fiftyone's own dependency
+
+    watchers, servers = _app_servers()
+    for p in servers:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(servers + watchers, timeout=SERVER_GRACE_S)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    session.close()
+
+
+def _app_servers() -> tuple[list, list]:
+    """FiftyOne's watchers of the App's server among our children, and the servers under them."""
+    import psutil
+
+    watchers, servers = [], []
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if "--51-service" in child.cmdline():
+                servers += child.children(recursive=True)
+                watchers.append(child)
+    return watchers, servers
+
+
 def launch_app(name: str = DATASET, port: int = 5151, address: str = "127.0.0.1") -> None:
     import fiftyone as fo
 
-    if not fo.dataset_exists(name):
-        raise UserError(f"FiftyOne dataset {name!r} not found: run `dvc repro curate` first")
-    ds = fo.load_dataset(name)
-    import signal
-
-    def interrupt(signum, frame):  # closing the terminal or `kill` saves decisions like Ctrl-C
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupt)
-    session = fo.launch_app(ds, port=port, address=address, auto=False)
-    print(f"review: the FiftyOne App is at http://{address}:{port}/ — tag samples `reject` (+ `reason:<why>`) "
-          f"or `keep`; press Ctrl-C to save decisions to {DECISIONS}", flush=True)
+    ds = open_dataset(name)
+    _StopOnSignals()
+    session = None
     try:
+        session = fo.launch_app(ds, port=port, address=address, auto=False)
+        print(f"review: the FiftyOne App is at http://{address}:{port}/ — tag samples `reject` (+ `reason:<why>`) "
+              f"or `keep`; press Ctrl-C to save decisions to {DECISIONS}", flush=True)
         session.wait(-1)
     except KeyboardInterrupt:
         pass
     finally:
         out = export_decisions(name)
-        print(f"review: {len(out)} decision(s) saved to {DECISIONS}; commit it, then `dvc repro`")
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP); the file is written
+            print(f"review: {len(out)} decision(s) saved to {DECISIONS}; commit it, then `dvc repro`", flush=True)
+        if session is not None:
+            _close_app(session)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -229,6 +229,19 @@ def test_non_image_files_do_not_break_the_image_dataset(tmp_path):
         assert sorted(ds.values("cid")) == ["cid01", "cid02", "cid03"]
 
 
+def test_a_field_missing_at_first_sync_is_added_later(tmp_path):
+    """A dataset mirrored before the relevance classifier ran (every relevance missing, so
+    FiftyOne never declared the field) takes the scores on the next sync."""
+    df = curated_frame(make_images(tmp_path / "images", n=3))
+    df["relevance"] = np.nan
+    with project_database(tmp_path / "db", f"nf-{uuid.uuid4().hex[:8]}"):
+        ds = review.sync_dataset(df, no_decisions(), name="colorize-new-field", flag_columns=FLAGS)
+        assert "relevance" not in ds.get_field_schema()
+        df["relevance"] = [0.9, 0.1, 0.5]
+        ds = review.sync_dataset(df, no_decisions(), name="colorize-new-field", flag_columns=FLAGS)
+        assert dict(zip(ds.values("cid"), ds.values("relevance"))) == {"cid00": 0.9, "cid01": 0.1, "cid02": 0.5}
+
+
 def test_decisions_survive_a_deleted_database(tmp_path):
     """App tags -> decisions.csv -> database deleted -> sync from the csv: same tags, and
     `apply_decisions` gives the same keep/reason columns."""
@@ -309,21 +322,15 @@ def review_db(tmp_path_factory):
                "views": ds.list_saved_views()}
 
 
-@pytest.fixture
-def app(browser_tools, review_db, tmp_path):
-    """`python -m pipeline.review app` on a free loopback port, cwd a fresh project dir."""
-    project = tmp_path / "project"
-    project.mkdir()
+@contextlib.contextmanager
+def running_app(cwd: Path, env: dict, log_path: Path, args=(), **popen_kwargs):
+    """`python -m pipeline.review app` on a free loopback port in `cwd`, yielded once it
+    serves and its own session has subscribed; stopped (Ctrl-C) after, if still running."""
     port = _free_port()
-    env = {**os.environ, "FIFTYONE_DATABASE_URI": review_db["uri"],
-           "FIFTYONE_DATABASE_NAME": review_db["dbname"], "FIFTYONE_DATABASE_VALIDATION": "false",
-           "FIFTYONE_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    env.pop("FIFTYONE_PRIVATE_DATABASE_PORT", None)
-    log_path = tmp_path / "app.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.review", "app", "--port", str(port), "--dataset", APP_DATASET],
-            cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "pipeline.review", "app", "--port", str(port), *args],
+            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **popen_kwargs,
         )
     url = f"http://127.0.0.1:{port}"
     started = time.monotonic()
@@ -336,10 +343,22 @@ def app(browser_tools, review_db, tmp_path):
                 pytest.fail(f"the App did not answer on {url} in {APP_START_TIMEOUT} s:\n"
                             f"{log_path.read_text()[-4000:]}")
             time.sleep(0.5)
-        yield {"proc": proc, "url": url, "project": project, "log": log_path,
-               "start_s": round(time.monotonic() - started, 1)}
+        yield {"proc": proc, "url": url, "log": log_path, "start_s": round(time.monotonic() - started, 1)}
     finally:
         _stop(proc)
+
+
+@pytest.fixture
+def app(browser_tools, review_db, tmp_path):
+    """`python -m pipeline.review app` on a free loopback port, cwd a fresh project dir."""
+    project = tmp_path / "project"
+    project.mkdir()
+    env = {**os.environ, "FIFTYONE_DATABASE_URI": review_db["uri"],
+           "FIFTYONE_DATABASE_NAME": review_db["dbname"], "FIFTYONE_DATABASE_VALIDATION": "false",
+           "FIFTYONE_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env.pop("FIFTYONE_PRIVATE_DATABASE_PORT", None)
+    with running_app(project, env, tmp_path / "app.log", ["--dataset", APP_DATASET]) as running:
+        yield {**running, "project": project}
 
 
 def test_review_in_the_app(app, review_db, tmp_path):
