@@ -4,10 +4,18 @@ Real scraped data holds zero-byte files, HTML error pages saved as .jpg, truncat
 downloads, CMYK and 16-bit files, images with alpha or an ICC profile, and the odd
 decompression bomb. `decode()` never raises for any of these: it returns a `Decoded`
 with `status == "ok"` and the pixels, or with a status that names the reason.
+
+A folder can also hold things that are not files to read at all: a FIFO (opening it
+blocks until some writer appears), a socket, a device (/dev/zero never ends), a dangling
+or looping symlink. `read_file()` refuses those without opening them, with a status of
+FILE_STATUSES and a reason.
 """
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 
@@ -19,6 +27,8 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 # pixel is decoded, so the limit is the project's param and the reason is recorded.
 
 STATUSES = ("ok", "empty", "not_image", "truncated", "corrupt", "too_large")
+# Files never decoded: read_file's reasons (ingest adds download_failed for sources).
+FILE_STATUSES = ("unreadable_file", "not_regular_file", "broken_link")
 
 _SRGB_PROFILE = ImageCms.createProfile("sRGB")
 _ORIENTATION = 0x0112  # EXIF tag
@@ -39,16 +49,74 @@ class Decoded:
     notes: str = ""  # what conversion was applied, e.g. "alpha over white; icc->sRGB"
 
 
+class NotRead(Exception):
+    """A path that read_file does not (or cannot) read: `status` of FILE_STATUSES, `reason` one line."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(f"{status}: {reason}")
+        self.status, self.reason = status, reason
+
+
+def read_file(path: str | os.PathLike) -> bytes:
+    """The bytes of a regular file (through symlinks). Anything else raises NotRead
+    without being opened; O_NONBLOCK and a check of the opened file cover a file swapped
+    for a FIFO between the check and the open."""
+    check_regular_file(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise NotRead("unreadable_file", f"{type(e).__name__}: {e}") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRead("not_regular_file", f"{_kind(mode)}, not a regular file: not read")
+        try:
+            return f.read()
+        except OSError as e:
+            raise NotRead("unreadable_file", f"{type(e).__name__}: {e}") from None
+
+
+def check_regular_file(path: str | os.PathLike) -> os.stat_result:
+    """stat of `path` when it is (a link to) a regular file; otherwise NotRead naming why."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NotRead("broken_link", "symbolic link loop") from None
+        if os.path.islink(path):
+            raise NotRead("broken_link", f"dangling symbolic link to {os.readlink(path)!r}") from None
+        raise NotRead("unreadable_file", f"{type(e).__name__}: {e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "symbolic link to a folder (not followed)" if os.path.islink(path) else _kind(st.st_mode)
+        raise NotRead("not_regular_file", f"{kind}, not a regular file: not read")
+    return st
+
+
+def _kind(mode: int) -> str:
+    kinds = [(stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+             (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "folder")]
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
 def decode(data: bytes, max_pixels: int, draft_size: int | None = None) -> Decoded:
     """Decode `data` to sRGB uint8.
 
     `draft_size` lets JPEG decode at a reduced scale (DCT scaling) when the caller will
     shrink the image to about that size anyway; it never goes below that size.
     """
+    with warnings.catch_warnings():
+        # EXIF/ICC chatter ("Corrupt EXIF data") and Pillow's bomb warning: decode's own
+        # checks decide, and a worker printing one line per odd file helps nobody.
+        warnings.simplefilter("ignore")
+        return _decode(data, max_pixels, draft_size)
+
+
+def _decode(data: bytes, max_pixels: int, draft_size: int | None) -> Decoded:
     if not data:
         return Decoded("empty", "zero-byte file")
     try:
         im = Image.open(io.BytesIO(data))
+        frames = _frames_note(im)
     except Image.DecompressionBombError as e:
         return Decoded("too_large", _one_line(e))
     except UnidentifiedImageError:
@@ -68,13 +136,10 @@ def decode(data: bytes, max_pixels: int, draft_size: int | None = None) -> Decod
     except Exception:  # noqa: BLE001 - a broken EXIF block is not a broken image
         pass
     try:
-        with warnings.catch_warnings():
-            # EXIF/ICC chatter and Pillow's bomb warning (our own size check ran above).
-            warnings.simplefilter("ignore")
-            if draft_size and im.format == "JPEG" and im.mode in ("RGB", "L"):
-                im.draft(im.mode, (draft_size, draft_size))
-            im.load()
-            rgb, notes = _to_srgb(im)
+        if draft_size and im.format == "JPEG" and im.mode in ("RGB", "L"):
+            im.draft(im.mode, (draft_size, draft_size))
+        im.load()
+        rgb, notes = _to_srgb(im)
     except OSError as e:
         msg = _one_line(e)
         out.status = "truncated" if "truncated" in msg.lower() else "corrupt"
@@ -84,8 +149,21 @@ def decode(data: bytes, max_pixels: int, draft_size: int | None = None) -> Decod
         out.status, out.error = "corrupt", _one_line(e)
         return out
     out.pixels = np.asarray(rgb, dtype=np.uint8)
-    out.notes = notes
+    out.notes = "; ".join(n for n in (frames, notes) if n)
     return out
+
+
+def _frames_note(im: Image.Image) -> str:
+    """'animated: first of N frames' for an animation or multi-page file (only the first
+    frame is used), else ''. `n_frames` parses frame headers only, decoding nothing:
+    seeking to a frame would decode the ones before it (and a GIF frame may enlarge the
+    canvas past the size checked against max_pixels)."""
+    try:
+        n = getattr(im, "n_frames", 1)
+    except Exception:  # noqa: BLE001 - a damaged later frame: the first may still be fine
+        im.seek(0)
+        return "animated: first frame (later frames unreadable)"
+    return f"animated: first of {n} frames" if n > 1 else ""
 
 
 def _to_srgb(im: Image.Image) -> tuple[Image.Image, str]:

@@ -19,14 +19,17 @@ from tqdm import tqdm
 
 from pipeline.download import LISTING, read_listing
 from pipeline.errors import UserError, run_main
-from pipeline.imageio import decode, fit_square
+from pipeline.imageio import FILE_STATUSES, STATUSES, NotRead, decode, fit_square, read_file
 from pipeline.params import load_params
+from pipeline.files import atomic_write
 from pipeline.store import ShardWriter
 
 OUT_DIR = Path("data/ingest")
 MANIFEST = OUT_DIR / "manifest.parquet"
 SHARDS = OUT_DIR / "shards"
 REPORT = Path("reports/ingest.json")
+# Every status a manifest row can have: decode's, read_file's, and a failed download.
+MANIFEST_STATUSES = STATUSES + FILE_STATUSES + ("download_failed",)
 
 
 def stable_id(source: str, relpath: str, sha256: str) -> str:
@@ -44,9 +47,9 @@ def _process(task: tuple[str, str, int, int]) -> dict:
     if fetch_error:
         return {"bytes": 0, "sha256": "", "status": "download_failed", "error": fetch_error}
     try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        return {"bytes": 0, "sha256": "", "status": "unreadable_file", "error": f"{type(e).__name__}: {e}"}
+        data = read_file(path)  # never opens a FIFO, socket or device: each would hang or fail
+    except NotRead as e:
+        return {"bytes": 0, "sha256": "", "status": e.status, "error": e.reason}
     d = decode(data, max_pixels=max_pixels, draft_size=image_size)
     row = {
         "bytes": len(data),
@@ -91,7 +94,7 @@ def ingest(listing: pd.DataFrame, params: dict, out_dir: Path = OUT_DIR, workers
     for col in ("mode", "format", "notes"):
         manifest[col] = manifest[col].fillna("")
     manifest = manifest.fillna({"label": "", "attribution": "", "defect": "", "defect_detail": "", "defect_of": ""})
-    manifest.to_parquet(out_dir / "manifest.parquet", index=False)
+    atomic_write(out_dir / "manifest.parquet", lambda tmp: manifest.to_parquet(tmp, index=False))
     return manifest
 
 
@@ -105,7 +108,8 @@ def summarise(manifest: pd.DataFrame) -> dict:
         "by_status": manifest["status"].value_counts().sort_index().to_dict(),
         "by_source": manifest["source"].value_counts().sort_index().to_dict(),
     }
-    if report["usable"] + report["rejected"] != report["found"] or sum(report["by_status"].values()) != found:
+    if report["usable"] + report["rejected"] != report["found"] or sum(report["by_status"].values()) != found \
+            or not set(report["by_status"]) <= set(MANIFEST_STATUSES):
         raise RuntimeError(f"ingest counts do not reconcile: {report}")
     return report
 
@@ -118,7 +122,7 @@ def main() -> None:
     manifest = ingest(listing, params)
     report = summarise(manifest)
     REPORT.parent.mkdir(exist_ok=True)
-    REPORT.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write(REPORT, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
     print(f"ingest: found {report['found']} = usable {report['usable']} + rejected {report['rejected']} {report['by_status']}")
 
 

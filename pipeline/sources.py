@@ -10,6 +10,7 @@ nothing is lost silently. A new source adds a function to SOURCES and its name t
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,6 +18,7 @@ from typing import Callable
 from pipeline import garden
 from pipeline.errors import UserError
 from pipeline.flowers102 import fetch_flowers102
+from pipeline.imageio import NotRead, check_regular_file
 from pipeline.openimages import fetch_openimages
 
 
@@ -76,6 +78,9 @@ def fetch_folder(data: dict, out_dir: Path) -> list[Row]:
 
     Files are not copied: the folder is a DVC dependency of the download stage, so a
     change in it reruns the pipeline, and ingest reads the files where they are.
+    Entries that are not files to read (FIFOs, sockets, devices, dangling or looping
+    symlinks, symlinked folders, which neither os.walk nor DVC descends into) are listed
+    too, and named here: ingest gives each a status and never opens it.
     """
     root = Path(data["folder"]["path"])
     if not root.is_dir():
@@ -83,14 +88,23 @@ def fetch_folder(data: dict, out_dir: Path) -> list[Row]:
     rows = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
+        linked = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in sorted(filenames + linked):
             if name.startswith("."):
                 continue  # .gitkeep, .DS_Store and friends are not photos
             full = Path(dirpath) / name
+            _name_if_not_a_file(full)
             rel = full.relative_to(root).as_posix()
             label = Path(rel).parent.as_posix()
             rows.append(Row(source="folder", path=full.as_posix(), relpath=rel, label="" if label == "." else label))
     return rows
+
+
+def _name_if_not_a_file(path: Path) -> None:
+    try:
+        check_regular_file(path)
+    except NotRead as e:
+        print(f"download: folder: {path}: {e.reason} (listed as {e.status})", file=sys.stderr)
 
 
 SOURCES: dict[str, Callable[[dict, Path], list[Row]]] = {

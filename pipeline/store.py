@@ -4,6 +4,10 @@ Each shard is a uint8 array (n, S, S, 3) of sRGB pixels. The manifest row of an 
 says which shard and index hold it. Thousands of small files as DVC outputs make
 `dvc status` slow; a handful of shards keeps it instant, and `np.load(mmap_mode="r")`
 reads only the images asked for.
+
+Every file is written whole or not at all (`atomic_write`): a full disk or a kill leaves
+no truncated shard that a later stage could half-read, and a full disk is one line
+(pipeline/files.py).
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from pipeline.files import atomic_write
 
 
 class ShardWriter:
@@ -38,7 +44,8 @@ class ShardWriter:
 
     def _flush(self) -> None:
         if self._filled:
-            np.save(self.out_dir / f"shard-{self._shard:05d}.npy", self._buffer[: self._filled])
+            images = self._buffer[: self._filled]
+            atomic_write(self.out_dir / f"shard-{self._shard:05d}.npy", lambda tmp: np.save(tmp, images))
             self._filled = 0
             self._shard += 1
 
