@@ -11,6 +11,9 @@ never download the same file twice. What a download does:
 - integrity: md5/sha256 checked where published; a mismatch deletes the partial file
   and stops with a clear error, so nothing half-good is ever kept;
 - atomic: the file appears under its final name only once complete and verified;
+- one writer: a lock per cached file, so processes that share the cache (two projects,
+  parallel queued experiments) never write one file at once; the second waits, then
+  uses the first one's file;
 - parallel: `fetch_many` runs a thread pool behind one progress bar, in bytes.
 
 Every failure is a `DownloadError` with one line that names the URL and says what to do.
@@ -18,12 +21,14 @@ Every failure is a `DownloadError` with one line that names the URL and says wha
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -122,8 +127,31 @@ def fetch(
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with _only_fetcher(dest, url):
+        if dest.exists():  # another process fetched it while we waited
+            return dest
+        _download(url, dest, md5, sha256, transfer, progress, session or requests.Session())
+    return dest
+
+
+@contextmanager
+def _only_fetcher(dest: Path, url: str):
+    """Hold the cached file's lock while fetching it. The cache is shared (two projects,
+    parallel queued experiments): two processes appending to one `.part` file made a
+    corrupt file that stayed in the cache, and the second one's rename a traceback.
+    The kernel drops the lock when its holder dies, kill -9 included."""
+    with open(dest.with_name(dest.name + ".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            tqdm.write(f"{url}: another process is downloading it into {dest.parent}; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
+def _download(url: str, dest: Path, md5: str | None, sha256: str | None, transfer: Transfer,
+              progress: _Progress | None, session: requests.Session) -> None:
     part = dest.with_name(dest.name + ".part")
-    session = session or requests.Session()
     attempt = 0
     while True:
         try:
@@ -139,7 +167,6 @@ def fetch(
             attempt += 1
     _verify(url, part, md5=md5, sha256=sha256)
     os.replace(part, dest)
-    return dest
 
 
 def _transfer(url: str, part: Path, transfer: Transfer, progress: _Progress | None, session: requests.Session) -> None:

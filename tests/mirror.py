@@ -5,6 +5,7 @@ It counts every request, so a test can prove a warm cache asks for nothing.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,6 +18,7 @@ class Mirror:
         self.drop_after: dict[str, int] = {}  # path -> bytes sent before dropping, once
         self.status: dict[str, int] = {}  # path -> forced HTTP status
         self.ranges_seen: list[tuple[str, str]] = []
+        self.seconds: dict[str, float] = {}  # path -> time to spread the body over (a slow link)
         self._lock = threading.Lock()
         mirror = self
 
@@ -57,7 +59,18 @@ class Mirror:
                     self.wfile.flush()
                     self.close_connection = True
                     return
-                self.wfile.write(body)
+                seconds = mirror.seconds.get(path)
+                if not seconds:
+                    self.wfile.write(body)
+                    return
+                step = len(body) // 16 + 1
+                try:
+                    for i in range(0, len(body), step):  # 16 pieces, evenly over `seconds`
+                        self.wfile.write(body[i : i + step])
+                        self.wfile.flush()
+                        time.sleep(seconds / 16)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client was killed mid-file: what a test of that wants
 
             def _reply_empty(self, code: int):
                 self.send_response(code)
