@@ -45,7 +45,8 @@ def make_checkpoint(path: Path) -> Path:
 
     from pipeline.models import build_model
     from pipeline.params import load_params
-    from pipeline.train import _optimizers, _state, save_checkpoint, warmup_cosine
+    from pipeline import checkpoint
+    from pipeline.train import _optimizers, _state, warmup_cosine
 
     params = load_params(ROOT / "params.yaml")
     cfg = params["train"]
@@ -53,7 +54,7 @@ def make_checkpoint(path: Path) -> Path:
     model = build_model(cfg, load_weights=False)
     opt, critic_opt = _optimizers(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg["warmup_epochs"], cfg["epochs"]))
-    save_checkpoint(path, **_state(model, opt, critic_opt, sched, 0, params))
+    checkpoint.save(path, _state(model, opt, critic_opt, sched, 0, params))
     return path
 
 

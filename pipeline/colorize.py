@@ -7,7 +7,9 @@ INPUTs are image files or folders; folders are searched recursively in sorted or
 (symlinked subfolders not followed), skipping hidden files and folders (names starting
 with "."), and skipping OUTDIR when it lies inside an input folder (so a rerun does not
 colorize its own earlier outputs). Every other file is an input: one that is not an
-image fails with a message, it is not silently passed over.
+image fails with a message, it is not silently passed over. FIFOs, sockets and devices
+are skipped with a message, never opened (opening a FIFO waits for a writer forever); a
+dangling or looping symlink fails with a message.
 
 How an image is colorized
 -------------------------
@@ -65,16 +67,15 @@ on stdout, is `colorize: N written, M failed, K skipped`, and N + M + K is the n
 inputs found. Exit status 0 when none failed, 1 otherwise; 2 for a usage error (bad
 checkpoint, OUTDIR onto an input, no inputs), as a one-line `error: ...`.
 
-Checkpoints are data: loaded only with `torch.load(weights_only=True)`; their params are
-validated like params.yaml, as `pipeline.evaluate.load_model` does (not imported from
-there: evaluate pulls in pandas and MLflow, ~0.6 s of start-up).
+Checkpoints are data: loaded only through `pipeline.checkpoint` (`torch.load(weights_only=True)`,
+params validated like params.yaml, every weight's shape checked against them before the
+model is built), the loader evaluate uses too.
 """
 from __future__ import annotations
 
 import argparse
 import io
 import os
-import pickle
 import re
 import sys
 import warnings
@@ -86,11 +87,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms
 
+from pipeline import checkpoint
 from pipeline.colour import _EPS, _KAPPA, _RGB_FROM_XYZ, _WHITE_D65, _XYZ_FROM_RGB
-from pipeline.errors import UserError, run_main
-from pipeline.imageio import decode
-from pipeline.models import build_model, checkpoint_priors, predict_ab
-from pipeline.params import validate
+from pipeline.errors import UserError, one_line, run_main
+from pipeline.files import atomic_write
+from pipeline.imageio import NotRead, check_regular_file, decode, read_file
+from pipeline.models import predict_ab
 
 DEFAULT_MODEL = Path("models/model.pt")  # pipeline.train.MODEL_PATH (train imports MLflow)
 MAX_PIXELS = 200_000_000  # default --max-pixels: decompression-bomb guard, well above 24 MP
@@ -216,42 +218,16 @@ def model_factor(train_params: dict) -> int:
     return 2 ** train_params["depth"]
 
 
-def _one_line(text: str) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
-    return " ".join(text.split())[:300]
-
-
 def load_model(path: Path) -> tuple[torch.nn.Module, dict]:
-    """A checkpoint as train.py writes it -> (model in eval mode, validated params).
-    Only `torch.load(weights_only=True)`: a checkpoint is data, never code to run.
-    Every problem is a one-line UserError naming the file."""
+    """A checkpoint as train.py writes it -> (model in eval mode, validated params),
+    through the one safe loader (pipeline.checkpoint: weights_only, params validated,
+    shapes checked before the model is built). Every problem is a one-line UserError
+    naming the file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found (train one with: dvc repro train; or pass --model)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # torch's text also suggests weights_only=False: not advice to pass on. Keep the
-        # line that names what was refused, e.g. "unsupported GLOBAL posix.system".
-        lines = [ln for ln in str(e).splitlines() if re.search(r"unsupported|GLOBAL|WeightsUnpickler", ln, re.I)]
-        why = _one_line(lines[0]) if lines else "it holds more than tensors and plain containers"
-        raise UserError(f"{path}: refused: not a plain weights checkpoint (torch.load weights_only=True: {why})") from None
-    except Exception as e:  # noqa: BLE001 - truncated zip, not a torch file, ...
-        raise UserError(f"{path}: cannot read it as a torch checkpoint ({type(e).__name__}: {_one_line(str(e))})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or "params" not in ckpt:
-        raise UserError(f"{path}: not a checkpoint of pipeline/train.py (expected a dict with 'model' and 'params')")
-    try:
-        params = validate(ckpt["params"])  # a checkpoint's params are checked like params.yaml
-    except UserError as e:
-        raise UserError(f"{path}: checkpoint params: {e}") from None
-    try:
-        model = build_model(params["train"], checkpoint_priors(ckpt["model"]), load_weights=False)
-        model.load_state_dict(ckpt["model"])
-    except Exception as e:  # noqa: BLE001 - shape mismatch, missing keys, bad priors
-        raise UserError(f"{path}: weights do not fit the {params['train']['model']} model its params describe "
-                        f"({type(e).__name__}: {_one_line(str(e))})") from None
-    model.eval()
-    return model, params
+    model, ckpt = checkpoint.load_model(path)
+    return model, ckpt["args"]
 
 
 def render_shape(height: int, width: int, render: int, factor: int) -> tuple[int, int]:
@@ -317,10 +293,16 @@ def _walk(folder: Path, exclude: Path | None) -> list[Path]:
 
 
 def _same_path(a: Path, b: Path) -> bool:
+    return _resolve(a) == _resolve(b)
+
+
+def _resolve(path: Path) -> Path:
+    """path.resolve(), or the absolute path where a symlink loop makes that fail
+    (RuntimeError in Python 3.11, OSError in later versions)."""
     try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
 
 
 def find_inputs(inputs: list[Path], outdir: Path) -> tuple[list[Job], list[Path]]:
@@ -330,13 +312,13 @@ def find_inputs(inputs: list[Path], outdir: Path) -> tuple[list[Job], list[Path]
         if arg.is_dir():
             out_inside = outdir if _is_strictly_inside(outdir, arg) else None
             pairs = [(p, p.relative_to(arg)) for p in _walk(arg, out_inside)]
-        elif arg.exists():
+        elif arg.exists() or arg.is_symlink():  # a broken link: colorize_file says how
             pairs = [(arg, Path(arg.name))]
         else:
             missing.append(arg)
             continue
         for src, rel in pairs:
-            key = src.resolve()
+            key = _resolve(src)
             if key not in seen:
                 seen.add(key)
                 jobs.append(Job(src, rel))
@@ -344,7 +326,7 @@ def find_inputs(inputs: list[Path], outdir: Path) -> tuple[list[Job], list[Path]
 
 
 def _is_strictly_inside(child: Path, parent: Path) -> bool:
-    c, p = child.resolve(), parent.resolve()
+    c, p = _resolve(child), _resolve(parent)
     return c != p and p in c.parents
 
 
@@ -374,9 +356,9 @@ def plan_outputs(jobs: list[Job], outdir: Path, side_by_side: bool) -> None:
             input_ids[(st.st_dev, st.st_ino)] = job.src
         except OSError:
             pass
-        input_ids[job.src.resolve()] = job.src
+        input_ids[_resolve(job.src)] = job.src
     for out, job in owner.items():
-        hit = input_ids.get(out.resolve())
+        hit = input_ids.get(_resolve(out))
         if hit is None and out.exists():
             st = out.stat()
             hit = input_ids.get((st.st_dev, st.st_ino))
@@ -420,13 +402,7 @@ def _save_png(pixels: np.ndarray, path: Path, profile: tuple[ImageCms.ImageCmsPr
     if profile is not None:
         im = ImageCms.profileToProfile(im, _SRGB, profile[0], outputMode="RGB")  # back to the input's space
         extra["icc_profile"] = profile[1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        im.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL, **extra)
-        os.replace(tmp, path)  # atomic: never a half-written output
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: im.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL, **extra))
 
 
 def colorize_file(job: Job, s: Settings) -> tuple[str, str]:
@@ -437,12 +413,12 @@ def colorize_file(job: Job, s: Settings) -> tuple[str, str]:
     if any(o.is_dir() for o in existing):
         return "failed", f"{next(o for o in existing if o.is_dir())} is a folder"
     try:
-        size = job.src.stat().st_size
+        size = check_regular_file(job.src).st_size
         if size > MAX_FILE_BYTES:
             return "failed", f"file is {size / 2**30:.1f} GiB, over the {MAX_FILE_BYTES / 2**30:.0f} GiB limit"
-        data = job.src.read_bytes()
-    except OSError as e:
-        return "failed", f"cannot read: {e.strerror or e}"
+        data = read_file(job.src)
+    except NotRead as e:  # a FIFO, socket or device is no photo: skipped; a broken link failed
+        return ("skipped" if e.status == "not_regular_file" else "failed"), e.reason
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's bomb/EXIF chatter: decode's checks decide
         d = decode(data, s.max_pixels)
@@ -464,8 +440,8 @@ def colorize_file(job: Job, s: Settings) -> tuple[str, str]:
             _save_png(compare, job.outputs[1], profile)
     except MemoryError:
         return "failed", f"out of memory at {d.width}x{d.height}"
-    except OSError as e:
-        return "failed", f"cannot write: {e.strerror or _one_line(str(e))}"
+    except UserError as e:  # files.atomic_write: disk full, read-only, ...
+        return "failed", str(e)
     return "written", ""
 
 
@@ -519,7 +495,7 @@ def colorize(inputs: list[Path], outdir: Path, model_path: Path = DEFAULT_MODEL,
             try:
                 status, reason = colorize_file(job, settings)
             except Exception as e:  # noqa: BLE001 - one bad file never stops the batch
-                status, reason = "failed", f"{type(e).__name__}: {_one_line(str(e))}"
+                status, reason = "failed", f"{type(e).__name__}: {one_line(str(e), 300)}"
             setattr(summary, status, getattr(summary, status) + 1)
             if status != "written":
                 tqdm.write(f"colorize: {job.src}: {'skipped: ' if status == 'skipped' else ''}{reason}", file=sys.stderr)

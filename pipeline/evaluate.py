@@ -31,15 +31,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import tracking
+from pipeline import checkpoint, tracking
 from pipeline.baselines import BASELINES, Baselines
 from pipeline.colour import compose
 from pipeline.data import load_split
-from pipeline.errors import UserError, run_main
+from pipeline.errors import run_main
 from pipeline.grid import save_grid
 from pipeline.metrics import bootstrap_ci, colourfulness, delta_e_uint8, is_perfect, psnr_uint8, ssim_uint8
-from pipeline.models import build_model, checkpoint_priors, predict_ab
-from pipeline.params import load_params, validate
+from pipeline.models import predict_ab
+from pipeline.params import load_params
 from pipeline.train import MODEL_PATH, REPORT as TRAIN_REPORT, grid_rows
 
 METRICS = Path("reports/metrics.json")
@@ -52,15 +52,8 @@ GRID = Path("reports/eval_grid.png")
 
 
 def load_model(path: Path = MODEL_PATH) -> tuple[torch.nn.Module, dict]:
-    if not path.exists():
-        raise UserError(f"{path} not found: run the train stage first (dvc repro train)")
-    # weights_only: a checkpoint is data, never code to execute.
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    params = validate(ckpt["params"])  # a checkpoint's params are checked like params.yaml
-    model = build_model(params["train"], checkpoint_priors(ckpt["model"]), load_weights=False)  # the checkpoint has them
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    return model, ckpt
+    """(model in eval mode, checkpoint) through the one safe loader, pipeline.checkpoint."""
+    return checkpoint.load_model(path)
 
 
 def evaluate(params: dict) -> dict:
@@ -212,7 +205,9 @@ def main() -> None:
     # identical inputs; with two threads the order of float reductions may vary).
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    m = evaluate(load_params())
+    params = load_params()
+    tracking.check_store()  # before any work: an unusable MLflow store fails now, in one line
+    m = evaluate(params)
     print(
         f"evaluate: psnr {m['psnr']:.2f} dB | gray {m['psnr_gray']:.2f} | const {m['psnr_const']:.2f} | "
         f"lookup {m['psnr_lookup']:.2f} | gain over {m['best_baseline']} {m['gain_over_best_baseline']:+.2f} dB"

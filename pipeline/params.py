@@ -4,6 +4,13 @@ Every stage reads params through `load_params()`, which checks the whole file ag
 SCHEMA: unknown keys, missing keys, wrong types and out-of-range values all end in a
 one-line `ParamsError` that names the key. Validating the whole file in every stage is
 cheap and means a typo anywhere fails fast instead of surfacing three stages later.
+The first DVC stage, `params` (`python -m pipeline.params`), depends on the whole file,
+so any edit, also of a key no stage tracks (a misspelt top-level section), is checked
+on the next `dvc repro`.
+
+Params also come from checkpoints, which anyone can make: validation work and messages
+are bounded (lists of at most MAX_ITEMS, integers of 64 bits, values shown by a short
+repr), so a crafted value costs milliseconds and one short line.
 
 Defaults live in params.yaml (with a comment beside each), not here: the schema says
 what is allowed, the file says what is chosen.
@@ -11,14 +18,16 @@ what is allowed, the file says what is chosen.
 from __future__ import annotations
 
 import difflib
+import math
 import os
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, run_main
 
 PARAMS_FILE = "params.yaml"
 
@@ -28,8 +37,32 @@ SOURCE_NAMES = ("garden", "folder", "flowers102", "openimages")
 MODEL_NAMES = ("unet", "zhang", "resnet", "gan", "cnn")
 
 
+MAX_ITEMS = 10_000  # items in one list: far above any real list, and it bounds the work
+MAX_INT_BITS = 63  # integers must fit in int64 (torch, numpy and float() take them)
+
+
 class ParamsError(UserError):
     """A bad value in params.yaml; the message names the key."""
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib's bounded repr, also for huge integers (whose repr Python 3.11 refuses)."""
+
+    def repr_int(self, x, level):
+        if x.bit_length() > 128:
+            return f"<an integer of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+_SHORT = _ShortRepr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
+
+
+def short(value: Any) -> str:
+    """A repr of at most ~100 characters whatever the value. Params can come from a
+    checkpoint someone else made: nested lists that share their items (a "billion laughs")
+    have a repr of astronomic length, so a full repr in a message would never finish."""
+    return _SHORT.repr(value)
 
 
 @dataclass(frozen=True)
@@ -39,7 +72,9 @@ class Int:
 
     def check(self, key: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamsError(f"{key}: expected an integer, got {value!r}")
+            raise ParamsError(f"{key}: expected an integer, got {short(value)}")
+        if value.bit_length() > MAX_INT_BITS:
+            raise ParamsError(f"{key}: must fit in 64 bits, got {short(value)}")
         _check_range(key, value, self.lo, self.hi)
         return value
 
@@ -51,7 +86,9 @@ class Float:
 
     def check(self, key: str, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamsError(f"{key}: expected a number, got {value!r}")
+            raise ParamsError(f"{key}: expected a number, got {short(value)}")
+        if isinstance(value, float) and math.isnan(value):
+            raise ParamsError(f"{key}: expected a number, got NaN")
         _check_range(key, value, self.lo, self.hi)
         return float(value)
 
@@ -60,7 +97,7 @@ class Float:
 class Bool:
     def check(self, key: str, value: Any) -> bool:
         if not isinstance(value, bool):
-            raise ParamsError(f"{key}: expected true or false, got {value!r}")
+            raise ParamsError(f"{key}: expected true or false, got {short(value)}")
         return value
 
 
@@ -68,7 +105,7 @@ class Bool:
 class Str:
     def check(self, key: str, value: Any) -> str:
         if not isinstance(value, str) or not value:
-            raise ParamsError(f"{key}: expected a non-empty string, got {value!r}")
+            raise ParamsError(f"{key}: expected a non-empty string, got {short(value)}")
         return value
 
 
@@ -78,11 +115,11 @@ class Choice:
     what: str = "value"
 
     def check(self, key: str, value: Any) -> str:
-        if value not in self.choices:
-            close = difflib.get_close_matches(str(value), self.choices, n=1)
+        if not isinstance(value, str) or value not in self.choices:
+            close = difflib.get_close_matches(value, self.choices, n=1) if isinstance(value, str) else []
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ParamsError(
-                f"{key}: unknown {self.what} {value!r}{hint}; choose from {', '.join(self.choices)}"
+                f"{key}: unknown {self.what} {short(value)}{hint}; choose from {', '.join(self.choices)}"
             )
         return value
 
@@ -94,19 +131,23 @@ class ListOf:
 
     def check(self, key: str, value: Any) -> list:
         if not isinstance(value, list):
-            raise ParamsError(f"{key}: expected a list, got {value!r}")
+            raise ParamsError(f"{key}: expected a list, got {short(value)}")
         if len(value) < self.min_len:
             raise ParamsError(f"{key}: expected at least {self.min_len} item(s), got none")
-        if len(set(map(str, value))) != len(value):
-            raise ParamsError(f"{key}: items must be unique, got {value!r}")
-        return [self.item.check(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        if len(value) > MAX_ITEMS:
+            raise ParamsError(f"{key}: expected at most {MAX_ITEMS} items, got {len(value)}")
+        # The items first: they are then plain numbers or strings, cheap to compare.
+        items = [self.item.check(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        if len(set(items)) != len(items):
+            raise ParamsError(f"{key}: items must be unique, got {short(items)}")
+        return items
 
 
 def _check_range(key, value, lo, hi) -> None:
     if lo is not None and value < lo:
-        raise ParamsError(f"{key}: must be >= {lo}, got {value!r}")
+        raise ParamsError(f"{key}: must be >= {lo}, got {short(value)}")
     if hi is not None and value > hi:
-        raise ParamsError(f"{key}: must be <= {hi}, got {value!r}")
+        raise ParamsError(f"{key}: must be <= {hi}, got {short(value)}")
 
 
 SCHEMA: dict[str, Any] = {
@@ -224,12 +265,17 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+def _key_name(k: Any) -> str:
+    """A key as a message shows it: a string as itself (if short), anything else by repr."""
+    return k if isinstance(k, str) and len(k) <= 60 else short(k)
+
+
 def _validate(node: Any, schema: Any, key: str) -> Any:
     if isinstance(schema, dict):
         where = key or "params"
         if not isinstance(node, dict):
-            raise ParamsError(f"{where}: expected a mapping, got {node!r}")
-        unknown = sorted(set(node) - set(schema))
+            raise ParamsError(f"{where}: expected a mapping, got {short(node)}")
+        unknown = sorted(_key_name(k) for k in node if k not in schema)
         if unknown:
             name = f"{key}.{unknown[0]}" if key else unknown[0]
             close = difflib.get_close_matches(unknown[0], list(schema), n=1)
@@ -293,3 +339,12 @@ def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
         first = str(e).splitlines()[0]
         raise ParamsError(f"{path}: not valid YAML: {first}") from None
     return validate(raw)
+
+
+def main() -> None:
+    load_params()
+    print(f"params: {PARAMS_FILE} is valid")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -24,7 +24,6 @@ every usable image in data/relevance/scores.parquet, which curate thresholds.
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
@@ -33,6 +32,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
+
+from pipeline.files import atomic_write
 
 # params.yaml: curate.relevance. Every key may be left out; these fill the gaps.
 DEFAULTS = {
@@ -289,11 +290,8 @@ def embed(model: RelevanceNet, images: np.ndarray, batch_size: int = 256) -> np.
 
 def save(model: RelevanceNet, path, meta: dict | None = None) -> None:
     """Checkpoint: weights + params + `meta` (plain values only: numbers, strings, lists, dicts)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"model": model.state_dict(), "params": dict(model.params), "meta": dict(meta or {})}, tmp)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
+    state = {"model": model.state_dict(), "params": dict(model.params), "meta": dict(meta or {})}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load(path) -> tuple[RelevanceNet, dict]:
@@ -374,6 +372,7 @@ def main() -> None:
     from pipeline.store import load_images
 
     params = load_params()
+    tracking.check_store()  # before any work: an unusable MLflow store fails now, in one line
     cfg = {**params["relevance"]}
     manifest = pd.read_parquet(INGEST_MANIFEST)
     usable = manifest[manifest["status"] == "ok"].reset_index(drop=True)

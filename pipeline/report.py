@@ -29,7 +29,6 @@ import html
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -37,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import UserError, run_main
+from pipeline.files import atomic_write
 
 REPORTS = Path("reports")
 OUTPUT_NAME = "report.html"
@@ -719,11 +719,7 @@ def write_report(reports_dir: Path | str = REPORTS, out: Path | str | None = Non
     reports_dir = Path(reports_dir)
     out = Path(out) if out is not None else reports_dir / OUTPUT_NAME
     data = build_html(reports_dir).encode("utf-8")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
-    return out
+    return atomic_write(out, lambda tmp: tmp.write_bytes(data))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,20 +15,29 @@ The same data, split, metric and budget for every model, so they can be compared
   (one critic step and two generator steps per batch, generator loss
   lambda_L1 * L1 + adversarial); the critic's Wasserstein estimate and gradient penalty
   are logged.
-- Checkpoints: every epoch the model, optimizer(s), scheduler, epoch, RNG states and
-  the resolved params go to `models/checkpoints/last.pt` (not a DVC output, so DVC does
-  not delete it). An interrupted run (Ctrl-C, kill -9) resumes from it when the params
-  and data are the same, continuing the same MLflow run; on CPU with
+- Checkpoints (pipeline/checkpoint.py: the keys, the atomic write, the safe loader):
+  every epoch the model, optimizer(s), scheduler, epoch, RNG states and the resolved
+  params go to `models/checkpoints/last.pt` (not a DVC output, so DVC does not delete
+  it), before that epoch is logged to MLflow. An interrupted run (Ctrl-C, kill -9, a full
+  disk) resumes from it when the params and data are the same; on CPU with
   `train.deterministic` it ends with the same weights as an uninterrupted run (a test
   checks this). It is removed when training completes.
+- MLflow on resume: the checkpoint's run continues if the store still has it; if not
+  (mlflow.db moved away, another MLFLOW_TRACKING_URI) a new run tagged
+  `resumed_from_run_id` takes over, and one line says so. Either way the completed
+  epochs' metrics the run lacks are logged from the checkpoint's history, so every
+  epoch's curve is whole, each epoch once.
+- The store is checked before any work (`tracking.check_store`): an unreachable server
+  or a corrupt mlflow.db is a one-line error in seconds.
 - Distributed: `train.nproc` > 1 relaunches this stage under torchrun (DDP, gloo on CPU,
   NCCL on CUDA). Only rank 0 logs and writes files; the ranks' final weights are
   compared and the checksums recorded. gan averages its gradients across ranks itself
   (its gradient penalty needs double backward, which DDP does not support).
 
 Outputs (rank 0):
-- `models/model.pt`: model, optimizer(s), scheduler, epoch, RNG states and params; load
-  with `torch.load(weights_only=True)`. Nothing run-specific (no run id, no time).
+- `models/model.pt`: `model`, `optimizer` (and `critic_optimizer`), `lr_scheduler`,
+  `epoch`, `rng` and `args` (the params); read it with `pipeline.checkpoint.load_model`.
+  Nothing run-specific (no run id, no time).
 - `reports/train_history.csv`: per-epoch losses, val PSNR, lr, seconds (DVC plots).
 - `reports/train.json`: final numbers and the MLflow run id (DVC metrics).
 - `reports/train_loss_table.csv`: per training image, its last loss and times drawn.
@@ -49,11 +58,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import tracking
+from pipeline import checkpoint, tracking
 from pipeline.colour import compose, normalise_ab, normalise_l
 from pipeline.data import load_split
 from pipeline.errors import UserError, run_main
@@ -203,8 +211,8 @@ def epoch_indices(n: int, epoch: int, seed: int, d: Dist, table: LossTable, stre
 def fingerprint(params: dict) -> str:
     """What a resumable run must share with the interrupted one: the train params, the
     working resolution, the split and (zhang) the priors."""
-    h = hashlib.sha256(json.dumps({"train": params["train"], "size": params["ingest"]["image_size"]},
-                                  sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps({"train": params["train"], "size": params["ingest"]["image_size"],
+                                   "format": checkpoint.FORMAT}, sort_keys=True).encode())
     from pipeline.priors import PRIORS
     from pipeline.split import MANIFEST
 
@@ -212,13 +220,6 @@ def fingerprint(params: dict) -> str:
         if Path(path).exists():
             h.update(Path(path).read_bytes())
     return h.hexdigest()
-
-
-def save_checkpoint(path: Path, **state) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
 
 
 def rng_state() -> dict:
@@ -232,6 +233,60 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resume_state(key: str, d: Dist) -> dict | None:
+    """The resume checkpoint, if there is one from the same params and data (its
+    fingerprint is `key`); None to start afresh. Read onto the CPU: load_state_dict
+    moves weights and optimizer states to the model's device, and RNG states must be CPU
+    tensors."""
+    if not RESUME_PATH.exists():
+        return None
+    try:
+        ckpt = checkpoint.load(RESUME_PATH)
+    except UserError as e:  # e.g. written by an older version of this code
+        if d.main:
+            print(f"train: cannot resume: {e}; starting afresh")
+        return None
+    if ckpt.get("fingerprint") != key:
+        if d.main:
+            print(f"train: {RESUME_PATH} is from other params or data; starting afresh")
+        return None
+    if d.main:
+        print(f"train: resuming from {RESUME_PATH} after epoch {ckpt['epoch']}")
+    return ckpt
+
+
+# ------------------------------------------------------------------------ MLflow
+
+def start_run(mlflow, run_id: str | None, cfg: dict, done_epochs: int):
+    """(the run to log to, whether it is new). A resumed training continues the
+    checkpoint's run `run_id`; if the store no longer has it, a new run takes over,
+    tagged with the old id, rather than failing on every rerun."""
+    tags = tracking.run_tags({"model": cfg["model"]})
+    if run_id is None:
+        return mlflow.start_run(tags=tags), True
+    if tracking.run_exists(run_id):
+        return mlflow.start_run(run_id=run_id), False
+    run = mlflow.start_run(tags={**tags, "resumed_from_run_id": run_id})
+    print(f"train: MLflow run {run_id} of {RESUME_PATH} is not in the store {mlflow.get_tracking_uri()} "
+          f"(moved, deleted, or another MLFLOW_TRACKING_URI); resuming the weights after epoch {done_epochs} "
+          f"in new run {run.info.run_id} (tag resumed_from_run_id), epochs 1-{done_epochs} logged from the checkpoint")
+    return run, True
+
+
+def log_epoch(mlflow, row: dict) -> None:
+    mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch" and not math.isnan(v)}, step=row["epoch"])
+
+
+def log_missing_epochs(mlflow, run_id: str, history: list[dict]) -> None:
+    """Log the completed epochs (the checkpoint's history) that the run lacks: all of
+    them for a new run, the last one if the run was cut short between the checkpoint
+    and its logging."""
+    logged = {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "train_loss")}
+    for row in history:
+        if row["epoch"] not in logged:
+            log_epoch(mlflow, row)
 
 
 # ------------------------------------------------------------------------ the loop
@@ -311,22 +366,17 @@ def train(params: dict) -> dict:
     start_epoch, run_id = 1, None
 
     key = fingerprint(params)
-    if RESUME_PATH.exists():
-        ckpt = torch.load(RESUME_PATH, map_location=device, weights_only=True)
-        if ckpt.get("fingerprint") == key:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            if critic_opt is not None:
-                critic_opt.load_state_dict(ckpt["critic_optimizer"])
-            table.loss, table.drawn = ckpt["loss_table"], ckpt["drawn"]
-            set_rng_state(ckpt["rng"])
-            history = json.loads(ckpt["history"])
-            start_epoch, run_id = ckpt["epoch"] + 1, ckpt["mlflow_run_id"] or None
-            if d.main:
-                print(f"train: resuming from {RESUME_PATH} after epoch {ckpt['epoch']}")
-        elif d.main:
-            print(f"train: {RESUME_PATH} is from other params or data; starting afresh")
+    ckpt = resume_state(key, d)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["lr_scheduler"])
+        if critic_opt is not None:
+            critic_opt.load_state_dict(ckpt["critic_optimizer"])
+        table.loss, table.drawn = ckpt["loss_table"], ckpt["drawn"]
+        set_rng_state(ckpt["rng"])
+        history = json.loads(ckpt["history"])
+        start_epoch, run_id = ckpt["epoch"] + 1, ckpt["mlflow_run_id"] or None
 
     loss_of = LossOf(model)
     # gan's generator and critic take turns with two optimisers, and the gradient
@@ -341,17 +391,18 @@ def train(params: dict) -> dict:
     autocast = autocast_for(device)
 
     mlflow = tracking.setup() if d.main else None
-    run_ctx = (mlflow.start_run(run_id=run_id) if run_id else
-               mlflow.start_run(tags=tracking.run_tags({"model": cfg["model"]}))) if d.main else _Null()
+    run_ctx, new_run = start_run(mlflow, run_id, cfg, start_epoch - 1) if d.main else (_Null(), False)
     n_params = count_parameters(model)
     with run_ctx as run:
-        if d.main and run_id is None:
+        if new_run:
             mlflow.log_params(tracking.flat_params("train", cfg))
             if cfg["model"] == "zhang":
                 mlflow.log_params(tracking.flat_params("priors", params["priors"]))
             mlflow.log_params({"ingest.image_size": params["ingest"]["image_size"], "n_train": n,
                                "n_val": len(L_val), "n_params": n_params, "world_size": d.world,
                                "device": device.type})
+        if d.main:
+            log_missing_epochs(mlflow, run.info.run_id, history)
         for epoch in range(start_epoch, cfg["epochs"] + 1):
             t0 = time.perf_counter()
             idx_all = epoch_indices(n, epoch, cfg["seed"], d, table, cfg["hard_examples"])
@@ -387,22 +438,23 @@ def train(params: dict) -> dict:
                 row["critic_wasserstein"] = sums["critic_wasserstein"] / len(idx_all) if adversarial else float("nan")
                 row["gradient_penalty"] = sums["gradient_penalty"] / len(idx_all) if adversarial else float("nan")
             history.append(row)
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch" and not math.isnan(v)}, step=epoch)
+            # The checkpoint first, then MLflow: an epoch is logged only once it is safe,
+            # and a resume logs whatever the run lacks (log_missing_epochs), so each
+            # completed epoch is logged exactly once, whenever the run was cut short.
+            checkpoint.save(RESUME_PATH, {**_state(model, opt, critic_opt, sched, epoch, params), "fingerprint": key,
+                                          "loss_table": table.loss, "drawn": table.drawn,
+                                          "history": json.dumps(history), "mlflow_run_id": run.info.run_id})
+            log_epoch(mlflow, row)
             k = min(8, len(val_data.L))
             grid = save_grid(grid_rows(val_data.L[:k], val_pred[:k], val_data.rgb[:k]), GRID)
             mlflow.log_image(np.asarray(grid), artifact_file=f"grids/epoch_{epoch:03d}.png")
             print(f"epoch {epoch}: train_loss {row['train_loss']:.4f} val_loss {val_loss:.4f} "
                   f"val_psnr {val_psnr:.2f} dB ({seconds:.1f}s)")
-            state = _state(model, opt, critic_opt, sched, epoch, params)
-            save_checkpoint(RESUME_PATH, **state, fingerprint=key, loss_table=table.loss, drawn=table.drawn,
-                            history=json.dumps(history), mlflow_run_id=run.info.run_id)
-            if os.environ.get("COLORIZE_STOP_AFTER_EPOCH") == str(epoch):  # for the resume test: die like kill -9
-                os._exit(137)
 
         checksums = _rank_checksums(model, d)
         if not d.main:
             return {}
-        save_checkpoint(MODEL_PATH, **_state(model, opt, critic_opt, sched, cfg["epochs"], params))
+        checkpoint.save(MODEL_PATH, _state(model, opt, critic_opt, sched, cfg["epochs"], params))
         mlflow.log_artifact(str(GRID))
         _log_model(mlflow, model.cpu(), L_val[:1])
         LOSS_TABLE.parent.mkdir(exist_ok=True)
@@ -466,9 +518,9 @@ def train_step(model, loss_of, opt, critic_opt, x, y, cfg: dict, autocast, d: Di
 
 
 def _state(model, opt, critic_opt, sched, epoch: int, params: dict) -> dict:
-    """What a checkpoint holds (torchvision-references style), RNG states included."""
-    state = dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                 epoch=epoch, params=params, rng=rng_state())
+    """What a checkpoint holds (pipeline/checkpoint.py's keys), RNG states included."""
+    state = dict(model=model.state_dict(), optimizer=opt.state_dict(), lr_scheduler=sched.state_dict(),
+                 epoch=epoch, args=params, rng=rng_state())
     if critic_opt is not None:
         state["critic_optimizer"] = critic_opt.state_dict()
     return state
@@ -574,6 +626,7 @@ def _log_model(mlflow, model: nn.Module, example: torch.Tensor) -> None:
 
 def main() -> None:
     params = load_params()
+    tracking.check_store()  # before any work: an unreachable store fails now, in one line
     nproc = params["train"]["nproc"]
     if nproc > 1 and not under_torchrun():
         code = relaunch_with_torchrun(nproc)

@@ -54,8 +54,9 @@ def _params(width: int = 4) -> dict:
 
 def save_like_train(path: Path, params: dict, **extra) -> Path:
     """A random-init model of params['train'], saved as pipeline/train.py saves one."""
+    from pipeline import checkpoint
     from pipeline.models import build_model
-    from pipeline.train import _optimizers, _state, save_checkpoint, warmup_cosine
+    from pipeline.train import _optimizers, _state, warmup_cosine
 
     cfg = params["train"]
     torch.manual_seed(0)
@@ -64,7 +65,7 @@ def save_like_train(path: Path, params: dict, **extra) -> Path:
         model.head.bias.copy_(torch.tensor([0.15, 0.25]))
     opt, critic_opt = _optimizers(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg["warmup_epochs"], cfg["epochs"]))
-    save_checkpoint(path, **_state(model, opt, critic_opt, sched, 0, params), **extra)
+    checkpoint.save(path, {**_state(model, opt, critic_opt, sched, 0, params), **extra})
     return path
 
 
@@ -334,7 +335,7 @@ def test_checkpoint_params_are_validated(tmp_path):
     params = _params()
     bad = save_like_train(tmp_path / "bad.pt", params)
     ckpt = torch.load(bad, weights_only=True)
-    ckpt["params"]["train"]["width"] = -3
+    ckpt["args"]["train"]["width"] = -3
     torch.save(ckpt, bad)
     with pytest.raises(UserError, match=r"checkpoint params: train.width: must be >= 1"):
         C.load_model(bad)

@@ -173,7 +173,8 @@ def test_soft_encode_weights(ab, k):
     d2k, idx = d2.topk(k, dim=-1, largest=False)
     gauss = torch.exp(-d2k / 50.0) / torch.exp(-d2k / 50.0).sum(-1, keepdim=True)
     untied = ~torch.isclose(d2k[:, -1], d2.sort(-1).values[:, k])  # else the k-th bin is a free pick
-    torch.testing.assert_close(w.gather(-1, idx)[untied].double(), gauss[untied], atol=1e-6, rtol=1e-5)
+    # float32 weights against a float64 reference: a few ulps of exp() on values near 1
+    torch.testing.assert_close(w.gather(-1, idx)[untied].double(), gauss[untied], atol=1e-5, rtol=1e-4)
 
 
 def test_soft_encode_channels_at_dim_1():

@@ -65,8 +65,8 @@ def test_validation_psnr_matches_evaluate_code_path(trained):
 def test_checkpoint_is_safe_and_complete(trained):
     work, _, _ = trained
     ckpt = torch.load(work / "models" / "model.pt", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "epoch", "params"} <= set(ckpt)
-    assert ckpt["epoch"] == 8 and ckpt["params"]["train"]["model"] == "unet"
+    assert {"model", "optimizer", "lr_scheduler", "epoch", "args"} <= set(ckpt)
+    assert ckpt["epoch"] == 8 and ckpt["args"]["train"]["model"] == "unet"
 
 
 def test_training_is_deterministic(trained, tmp_path, monkeypatch):

@@ -40,7 +40,8 @@ def project(tmp_path_factory):
 
 def test_repro_produces_metrics_against_baselines(project):
     proj, first = project
-    assert stages_run(first.stdout) == ["download", "ingest", "relevance", "curate", "split", "priors", "train", "evaluate", "report"]
+    assert stages_run(first.stdout) == ["params", "download", "ingest", "relevance", "curate", "split", "priors", "train",
+                                        "evaluate", "report"]
     metrics = json.loads((proj / "reports" / "metrics.json").read_text())
     for key in ("psnr", "psnr_gray", "psnr_const", "psnr_lookup"):
         assert math.isfinite(metrics[key]) and 5 < metrics[key] < 60, (key, metrics[key])
@@ -84,13 +85,13 @@ def test_same_inputs_same_outputs(project):
     assert {k: v for k, v in before.items() if k not in timing} == {k: v for k, v in after.items() if k not in timing}
 
 
-def test_train_param_change_reruns_only_train_evaluate_and_report(project):
+def test_train_param_change_reruns_only_params_train_evaluate_and_report(project):
     proj, _ = project
     params = yaml.safe_load((proj / "params.yaml").read_text())
     params["train"]["epochs"] += 1
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run([bin_path("dvc"), "repro"], proj)
-    assert stages_run(out.stdout) == ["train", "evaluate", "report"]
+    assert stages_run(out.stdout) == ["params", "train", "evaluate", "report"]  # params: the file changed
 
 
 def test_nothing_left_running(project):
@@ -145,7 +146,7 @@ def test_zhang_trains_and_evaluates_through_dvc_exp_run(project):
 
     proj, _ = project
     out = run([bin_path("dvc"), "exp", "run", "-S", "train.model=zhang", "-S", "train.epochs=2"], proj)
-    assert stages_run(out.stdout) == ["train", "evaluate", "report"]
+    assert stages_run(out.stdout) == ["params", "train", "evaluate", "report"]  # params: the file changed
     metrics = json.loads((proj / "reports" / "metrics.json").read_text())
     assert math.isfinite(metrics["psnr"]) and metrics["colourfulness"] >= 0
     with open(proj / "reports" / "temperature_sweep.csv") as f:

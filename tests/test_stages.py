@@ -2,7 +2,6 @@
 defects and their reasons, split stability. Runs the stage functions in a temp dir."""
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pandas as pd

@@ -70,6 +70,24 @@ def weights(cwd: Path) -> dict:
     return torch.load(cwd / "models" / "model.pt", weights_only=True)["model"]
 
 
+def kill_at_first_checkpoint(cwd: Path, env: dict | None = None) -> int:
+    """Start a training, SIGKILL it (no handler, no clean-up) as soon as its first
+    checkpoint appears, and return the epoch that checkpoint holds."""
+    env = {**os.environ, "PYTHONPATH": str(cwd), **(env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train"], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = cwd / train.RESUME_PATH
+    deadline = time.time() + 600
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished (or failed) before it could be killed"
+    epoch = torch.load(ckpt, weights_only=True)["epoch"]
+    assert not (cwd / train.MODEL_PATH).exists()
+    return epoch
+
+
 def test_killed_run_resumes_to_the_same_weights(prepared, tmp_path):
     straight = copy_of(prepared, tmp_path, "straight")
     done = run_train(straight)
@@ -77,19 +95,8 @@ def test_killed_run_resumes_to_the_same_weights(prepared, tmp_path):
     assert not (straight / train.RESUME_PATH).exists()  # removed once training completes
 
     killed = copy_of(prepared, tmp_path, "killed")
-    env = {**os.environ, "PYTHONPATH": str(killed)}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train"], cwd=killed, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = killed / train.RESUME_PATH
-    deadline = time.time() + 600
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)  # kill -9: no handler, no clean-up
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
-    epoch_at_kill = torch.load(ckpt, weights_only=True)["epoch"]
+    epoch_at_kill = kill_at_first_checkpoint(killed)  # kill -9: no handler, no clean-up
     assert 1 <= epoch_at_kill < 4
-    assert not (killed / train.MODEL_PATH).exists()
 
     resumed = run_train(killed)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -105,9 +112,7 @@ def test_killed_run_resumes_to_the_same_weights(prepared, tmp_path):
 
 def test_resume_state_from_other_params_is_not_used(prepared, tmp_path):
     proj = copy_of(prepared, tmp_path, "other")
-    env = {**os.environ, "PYTHONPATH": str(proj), "COLORIZE_STOP_AFTER_EPOCH": "1"}
-    stopped = subprocess.run([sys.executable, "-m", "pipeline.train"], cwd=proj, env=env, capture_output=True, text=True)
-    assert stopped.returncode == 137 and (proj / train.RESUME_PATH).exists()
+    kill_at_first_checkpoint(proj)
     (proj / "params.yaml").write_text(yaml.safe_dump(tiny_params(lr=0.001)))
     again = run_train(proj)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -17,7 +17,7 @@ from torch import nn
 
 from pipeline import fetch
 from pipeline.errors import UserError
-from pipeline.models import (MODELS, PatchCritic, PlainCNN, ResNetColor, ResNetTrunk, UNetGAN, build_model,
+from pipeline.models import (MODELS, PlainCNN, ResNetColor, ResNetTrunk, UNetGAN, build_model,
                              count_parameters, critic_loss, generator_adversarial_loss, gradient_penalty)
 from pipeline.pretrained import imagenet_to_trunk, load_imagenet_resnet18
 from tests.mirror import Mirror
