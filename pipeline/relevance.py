@@ -291,7 +291,14 @@ def embed(model: RelevanceNet, images: np.ndarray, batch_size: int = 256) -> np.
 def save(model: RelevanceNet, path, meta: dict | None = None) -> None:
     """Checkpoint: weights + params + `meta` (plain values only: numbers, strings, lists, dicts)."""
     state = {"model": model.state_dict(), "params": dict(model.params), "meta": dict(meta or {})}
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+    def write(tmp: Path) -> None:
+        # A file object: given a path, torch names the archive's records after the file,
+        # here the temporary with its pid, and the bytes differed from run to run.
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+
+    atomic_write(path, write)
 
 
 def load(path) -> tuple[RelevanceNet, dict]:
