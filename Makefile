@@ -21,6 +21,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@rm -f $(VENV)/.installed-*
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@$(BIN)/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') and not torch.version.cuda else f'expected CPU torch 2.13.0, got {v} (cuda={torch.version.cuda})')"
 	@touch $@
 
@@ -63,11 +64,11 @@ $(BROWSER_STAMP): $(BROWSER)/package.json $(BROWSER)/package-lock.json | browser
 
 # The FiftyOne App on the curated data, on loopback only; decisions are saved on exit.
 review: setup
-	$(BIN)/python -m pipeline.review app
+	$(BIN)/colorize-review app
 
 # Export the App's decisions to data/curation/decisions.csv now.
 sync: setup
-	$(BIN)/python -m pipeline.review sync
+	$(BIN)/colorize-review sync
 
 # The MLflow UI on the project's store, on loopback only.
 ui: setup

@@ -35,7 +35,7 @@ def zhang_bins() -> np.ndarray:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from pipeline.colour import ab_bins
+    from colorize.common.colour import ab_bins
 
     ours = {tuple(x) for x in ab_bins().numpy().tolist()}
     ref = {tuple(x) for x in zhang_bins().tolist()}

@@ -1,9 +1,9 @@
-"""Budgets of `python -m pipeline.colorize`: latency and peak memory at 1 MP and 24 MP.
+"""Budgets of `python -m colorize.cli.colorize`: latency and peak memory at 1 MP and 24 MP.
 
     python bench/colorize_budget.py [--model models/model.pt] [--runs 3] [--workdir DIR]
 
 Without --model it trains nothing: it builds the default model of params.yaml with random
-init (seed 0) and saves it exactly as pipeline/train.py does (`train._state`:
+init (seed 0) and saves it exactly as colorize/stages/train.py does (`train._state`:
 model, optimizer, scheduler, epoch, params, rng), so the numbers are those of the
 default architecture, whatever its weights. Then it writes two photo-like JPEGs
 (1224x816 = 1.0 MP and 6000x4000 = 24 MP) and, for each, runs the CLI in a fresh
@@ -43,10 +43,10 @@ def make_checkpoint(path: Path) -> Path:
     """Random-init default model, saved in train.py's checkpoint format."""
     import torch
 
-    from pipeline.models import build_model
-    from pipeline.params import load_params
-    from pipeline import checkpoint
-    from pipeline.train import _optimizers, _state, warmup_cosine
+    from colorize.training.models import build_model
+    from colorize.common.params import load_params
+    from colorize.training import checkpoint
+    from colorize.stages.train import _optimizers, _state, warmup_cosine
 
     params = load_params(ROOT / "params.yaml")
     cfg = params["train"]
@@ -76,7 +76,7 @@ def make_photo(path: Path, width: int, height: int, seed: int = 0) -> Path:
 
 def run_cli(image: Path, outdir: Path, model: Path) -> tuple[float, int, int]:
     """(wall seconds, peak RSS bytes, exit status) of one CLI run in a fresh process."""
-    cmd = [sys.executable, "-m", "pipeline.colorize", str(image), "-o", str(outdir), "--model", str(model),
+    cmd = [sys.executable, "-m", "colorize.cli.colorize", str(image), "-o", str(outdir), "--model", str(model),
            "--overwrite"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -92,7 +92,7 @@ def run_cli(image: Path, outdir: Path, model: Path) -> tuple[float, int, int]:
 
 def in_process_seconds(image: Path, outdir: Path, model_path: Path, runs: int) -> float:
     """Median seconds for one image with the model loaded: decode, colorize, write."""
-    from pipeline import colorize as C
+    from colorize.cli import colorize as C
 
     import torch
 

@@ -49,8 +49,8 @@ def timed(cmd, cwd, repeat=5) -> list[float]:
 def measure(n: int, work: Path) -> dict:
     proj = make_project(work / f"n{n}", {"data.garden.n_images": n})
     py = sys.executable
-    dl_s, dl_mb = peak_rss_mb([py, "-m", "pipeline.download"], proj)
-    in_s, in_mb = peak_rss_mb([py, "-m", "pipeline.ingest"], proj)
+    dl_s, dl_mb = peak_rss_mb([py, "-m", "colorize.stages.download"], proj)
+    in_s, in_mb = peak_rss_mb([py, "-m", "colorize.stages.ingest"], proj)
     subprocess.run([bin_path("dvc"), "commit", "-f", "-q", "download", "ingest"], cwd=proj, check=True, capture_output=True)
     status = timed([bin_path("dvc"), "status"], proj)
     noop = timed([bin_path("dvc"), "repro", "ingest"], proj)

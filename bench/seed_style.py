@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-L_CENT, L_NORM, AB_NORM = 50.0, 100.0, 110.0  # the same normalisation as pipeline/colour.py
+L_CENT, L_NORM, AB_NORM = 50.0, 100.0, 110.0  # the same normalisation as colorize/common/colour.py
 
 
 def decode_full(path: Path) -> np.ndarray:
@@ -128,7 +128,7 @@ def colorize_file(src: Path, dst: Path, model_path: Path) -> None:
     from skimage.color import lab2rgb, rgb2lab
     from skimage.transform import resize
 
-    from pipeline import colorize as C
+    from colorize.cli import colorize as C
 
     model, params = C.load_model(model_path)
     rgb = decode_full(src)

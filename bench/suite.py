@@ -12,10 +12,10 @@ decode, per-image scikit-image float64 work inside a Dataset's `__getitem__`, ev
 epoch). Sections:
 
 - ingest      decode + resize to the working size, img/s: real photos, large JPEGs
-- lab         RGB -> Lab, img/s: pipeline.colour (batched float32 torch) vs skimage
+- lab         RGB -> Lab, img/s: colorize.common.colour (batched float32 torch) vs skimage
 - curate      quality checks and the near-duplicate search, img/s
 - priors      ab-bin counting on one core, pixels/s
-- loader      training input pipeline, img/s delivered: pipeline.data + train.next_batch
+- loader      training input pipeline, img/s delivered: colorize.training.loader + train.next_batch
 - train_step  img/s per model, real loader vs a batch already in memory (data-bound?)
 - evaluate    predictions + four metrics, img/s
 - colorize    1 MP latency, 24 MP wall time and peak memory (fresh processes)
@@ -54,7 +54,7 @@ if str(ROOT) not in sys.path:
 from bench import seed_style  # noqa: E402
 from bench.colorize_budget import make_checkpoint, make_photo  # noqa: E402
 from bench.scale import peak_rss_mb  # noqa: E402
-from pipeline.params import MODEL_NAMES, load_params  # noqa: E402
+from colorize.common.params import MODEL_NAMES, load_params  # noqa: E402
 
 SHARED_FLOWERS = ROOT.parent / "shared" / "data" / "flowers-128"
 SECTIONS = ("ingest", "lab", "curate", "priors", "loader", "train_step", "evaluate", "colorize", "memory",
@@ -148,7 +148,7 @@ class Data:
     """The files and arrays the sections share, made once per run."""
 
     def __init__(self, work: Path, sizes: Sizes):
-        from pipeline.ingest import _process
+        from colorize.stages.ingest import _process
 
         self.work, self.sizes = work, sizes
         ingest = load_params(ROOT / "params.yaml")["ingest"]
@@ -180,7 +180,7 @@ class Data:
 # ------------------------------------------------------------------------ sections
 
 def bench_ingest(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
-    from pipeline.ingest import _process
+    from colorize.stages.ingest import _process
 
     figures, details = [], {}
     size = data.image_size
@@ -204,7 +204,7 @@ def bench_ingest(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
 
 
 def bench_lab(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
-    from pipeline.colour import uint8_to_lab
+    from colorize.common.colour import uint8_to_lab
 
     images = data.working(sizes.working_images)
     a, b = alternate(lambda: uint8_to_lab(images), lambda: [seed_style.lab_one(im) for im in images], sizes.repeat)
@@ -216,7 +216,7 @@ def bench_lab(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
 
 
 def bench_curate(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
-    from pipeline.checks import near_duplicate_pairs, quality_scores
+    from colorize.curation.checks import near_duplicate_pairs, quality_scores
 
     images = data.working(sizes.working_images)
     a, b = alternate(lambda: quality_scores(images),
@@ -234,8 +234,8 @@ def bench_curate(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
 
 
 def bench_priors(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
-    from pipeline import priors
-    from pipeline.colour import ab_bins
+    from colorize.stages import priors
+    from colorize.common.colour import ab_bins
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the target is per core
@@ -261,7 +261,7 @@ def _working_store(images: np.ndarray, folder: Path) -> tuple[Path, Path]:
     """A one-split manifest + shards of `images`, as the ingest and split stages write them."""
     import pandas as pd
 
-    from pipeline.store import ShardWriter
+    from colorize.common.shards import ShardWriter
 
     folder.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(folder / "shards", 1024, images.shape[1])
@@ -275,16 +275,16 @@ def _working_store(images: np.ndarray, folder: Path) -> tuple[Path, Path]:
 
 def _train_tensors(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """L and ab as train.py holds them: normalised, (n, 1, S, S) and (n, 2, S, S)."""
-    from pipeline.colour import normalise_ab, normalise_l, uint8_to_lab
+    from colorize.common.colour import normalise_ab, normalise_l, uint8_to_lab
 
     lab = uint8_to_lab(images)
     return normalise_l(lab[..., 0])[:, None], normalise_ab(lab[..., 1:]).permute(0, 3, 1, 2).contiguous()
 
 
 def bench_loader(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
-    from pipeline.colour import normalise_ab, normalise_l
-    from pipeline.data import load_split
-    from pipeline.train import next_batch
+    from colorize.common.colour import normalise_ab, normalise_l
+    from colorize.training.loader import load_split
+    from colorize.stages.train import next_batch
 
     cfg = load_params(ROOT / "params.yaml")["train"]
     files = data.photos[: sizes.loader_files]
@@ -317,8 +317,8 @@ def bench_loader(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
 
 
 def _zhang_priors(images: np.ndarray, cfg: dict) -> dict[str, torch.Tensor]:
-    from pipeline import priors
-    from pipeline.colour import ab_bins
+    from colorize.stages import priors
+    from colorize.common.colour import ab_bins
 
     bins = ab_bins().numpy().astype(np.float64)
     counts = priors.image_bin_counts(images, len(bins))
@@ -330,8 +330,8 @@ def _zhang_priors(images: np.ndarray, cfg: dict) -> dict[str, torch.Tensor]:
 def train_step_rates(data: Data, sizes: Sizes, device: torch.device) -> dict[str, dict]:
     """Per model: img/s with the real loader (train.next_batch each step) and with one
     batch already on the device, and the share of the step spent getting the batch."""
-    from pipeline.models import build_model
-    from pipeline.train import Dist, LossOf, _optimizers, autocast_for, next_batch, train_step
+    from colorize.training.models import build_model
+    from colorize.stages.train import Dist, LossOf, _optimizers, autocast_for, next_batch, train_step
 
     params = load_params(ROOT / "params.yaml")
     cfg = params["train"]
@@ -414,9 +414,9 @@ def bench_gpu(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
 
 
 def bench_evaluate(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
-    from pipeline.colour import compose, uint8_to_lab
-    from pipeline.metrics import colourfulness, delta_e_uint8, psnr_uint8, ssim_uint8
-    from pipeline.models import build_model, predict_ab
+    from colorize.common.colour import compose, uint8_to_lab
+    from colorize.evaluation.metrics import colourfulness, delta_e_uint8, psnr_uint8, ssim_uint8
+    from colorize.training.models import build_model, predict_ab
 
     cfg = load_params(ROOT / "params.yaml")["train"]
     torch.manual_seed(0)
@@ -470,7 +470,7 @@ def bench_colorize(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
         photo = make_photo(work / f"photo_{name}.jpg", w, h)
         ours_runs, base_runs = [], []
         for _ in range(sizes.colorize_runs):
-            ours_runs.append(_wrapped([py, "-m", "pipeline.colorize", str(photo), "-o", str(work / "out"), "--model",
+            ours_runs.append(_wrapped([py, "-m", "colorize.cli.colorize", str(photo), "-o", str(work / "out"), "--model",
                                        str(model), "--overwrite"], ROOT, env))
             base_runs.append(_wrapped([py, "-m", "bench.seed_style", "colorize", str(photo),
                                        str(work / f"seed_{name}.png"), str(model)], ROOT, env))
@@ -514,7 +514,7 @@ def bench_memory(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
             proj = make_project(data.work / "memory" / f"n{n}", {"data.garden.n_images": n})
         peaks[n] = {}
         for stage in MEMORY_STAGES:
-            seconds, mb = _wrapped([sys.executable, "-m", f"pipeline.{stage}"], proj, env)
+            seconds, mb = _wrapped([sys.executable, "-m", f"colorize.stages.{stage}"], proj, env)
             peaks[n][stage] = {"seconds": seconds, "peak_rss_mb": mb}
     lo, hi = sizes.memory_sizes[0], sizes.memory_sizes[-1]
     figures = []

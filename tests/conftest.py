@@ -64,7 +64,7 @@ def make_project(dest: Path, params_overrides: dict | None = None) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, dest / name)
-    shutil.copytree(ROOT / "pipeline", dest / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "colorize", dest / "colorize", ignore=shutil.ignore_patterns("__pycache__"))
     (dest / "data" / "folder").mkdir(parents=True)
     (dest / "data" / "folder" / ".gitkeep").touch()
     (dest / "data" / "curation").mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""pipeline.checks on real pixels: images made here from garden photos, a generated garden
+"""colorize.curation.checks on real pixels: images made here from garden photos, a generated garden
 with planted defects (precision/recall against its truth), and real photos (realdata)."""
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFilter
 
-from pipeline import checks, garden
-from pipeline.imageio import decode, fit_square
+from colorize.curation import checks
+
+from colorize.sources import garden
+from colorize.common.images import decode, fit_square
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SIZE = 64

@@ -1,6 +1,6 @@
-"""pipeline/colorize.py: full-resolution colorization of files and folders.
+"""colorize/cli/colorize.py: full-resolution colorization of files and folders.
 
-A tiny random-init U-Net checkpoint is made here and saved exactly as pipeline/train.py
+A tiny random-init U-Net checkpoint is made here and saved exactly as colorize/stages/train.py
 saves one (`train._state`). The CLI runs in a subprocess where exit status and messages
 matter, and in-process elsewhere.
 
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms
 
-from pipeline import colorize as C
-from pipeline.colour import lab_to_uint8, rgb_to_lab, uint8_to_lab
-from pipeline.errors import UserError
-from pipeline.imageio import decode
+from colorize.cli import colorize as C
+from colorize.common.colour import lab_to_uint8, rgb_to_lab, uint8_to_lab
+from colorize.common.errors import UserError
+from colorize.common.images import decode
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers-128"
@@ -44,7 +44,7 @@ def one_thread():
 
 
 def _params(width: int = 4) -> dict:
-    from pipeline.params import load_params, validate
+    from colorize.common.params import load_params, validate
 
     params = load_params(ROOT / "params.yaml")
     params["train"]["model"] = "unet"
@@ -53,10 +53,10 @@ def _params(width: int = 4) -> dict:
 
 
 def save_like_train(path: Path, params: dict, **extra) -> Path:
-    """A random-init model of params['train'], saved as pipeline/train.py saves one."""
-    from pipeline import checkpoint
-    from pipeline.models import build_model
-    from pipeline.train import _optimizers, _state, warmup_cosine
+    """A random-init model of params['train'], saved as colorize/stages/train.py saves one."""
+    from colorize.training import checkpoint
+    from colorize.training.models import build_model
+    from colorize.stages.train import _optimizers, _state, warmup_cosine
 
     cfg = params["train"]
     torch.manual_seed(0)
@@ -75,7 +75,7 @@ def ckpt(tmp_path_factory) -> Path:
 
 
 def cli(*args, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.colorize", *map(str, args)], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "colorize.cli.colorize", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
 

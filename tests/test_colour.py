@@ -8,7 +8,7 @@ from hypothesis.extra.numpy import arrays
 from skimage import color
 
 from bench.bins_reference import zhang_bins
-from pipeline.colour import (
+from colorize.common.colour import (
     AB_GRID,
     ab_bin_lut,
     ab_bins,

@@ -10,9 +10,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import curate, download, ingest, relevance
-from pipeline.params import validate
-from pipeline.store import load_images
+from colorize.stages import curate
+
+from colorize.stages import download
+
+from colorize.stages import ingest
+
+from colorize.curation import relevance
+from colorize.common.params import validate
+from colorize.common.shards import load_images
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -16,11 +16,11 @@ import yaml
 from PIL import Image
 from scipy.io import savemat
 
-from pipeline import fetch
-from pipeline.archive import ArchiveError, extract_tar
-from pipeline.errors import UserError
-from pipeline.fetch import DownloadError, Transfer
-from pipeline.params import validate
+from colorize.common import fetch
+from colorize.common.archive import ArchiveError, extract_tar
+from colorize.common.errors import UserError
+from colorize.common.fetch import DownloadError, Transfer
+from colorize.common.params import validate
 from tests.conftest import ROOT, TINY, bin_path, make_project, run
 from tests.mirror import Mirror
 
@@ -173,7 +173,7 @@ def test_tar_size_limit_and_truncation(tmp_path):
 
 def flower_photos(n: int, workdir) -> list[bytes]:
     """n clean flower JPEGs (the garden's), which pass curation like real photos would."""
-    from pipeline.garden import GardenConfig, generate
+    from colorize.sources.garden import GardenConfig, generate
 
     records = generate(workdir, GardenConfig(n_images=2 * n + 10, seed=7), progress=False)
     clean = [r["path"] for r in records if r["defect"] == "none"][:n]
@@ -207,7 +207,7 @@ def flowers_data(mirror_url, checksums):
 
 
 def test_flowers102_source(tmp_path):
-    from pipeline.flowers102 import CLASS_NAMES, fetch_flowers102
+    from colorize.sources.flowers102 import CLASS_NAMES, fetch_flowers102
 
     checksums, labels = build_flowers102(tmp_path / "www" / "vgg")
     with Mirror(tmp_path / "www") as m:
@@ -224,7 +224,7 @@ def test_flowers102_source(tmp_path):
 
 
 def test_flowers102_bad_checksum_and_truncated_archive(tmp_path):
-    from pipeline.flowers102 import fetch_flowers102
+    from colorize.sources.flowers102 import fetch_flowers102
 
     checksums, _ = build_flowers102(tmp_path / "www" / "vgg")
     with Mirror(tmp_path / "www") as m:
@@ -290,7 +290,7 @@ def oi_data(url, **over):
 
 @pytest.mark.parametrize("version", ["v7", "v6"])
 def test_openimages_source(tmp_path, version):
-    from pipeline.openimages import fetch_openimages
+    from colorize.sources.openimages import fetch_openimages
 
     build_openimages(tmp_path / "www", version)
     with Mirror(tmp_path / "www") as m:
@@ -312,7 +312,7 @@ def test_openimages_source(tmp_path, version):
 
 
 def test_openimages_missing_image_recorded_not_lost(tmp_path):
-    from pipeline.openimages import fetch_openimages
+    from colorize.sources.openimages import fetch_openimages
 
     build_openimages(tmp_path / "www")
     with Mirror(tmp_path / "www") as m:
@@ -322,7 +322,7 @@ def test_openimages_missing_image_recorded_not_lost(tmp_path):
 
 
 def test_openimages_unknown_class_lists_close_matches(tmp_path):
-    from pipeline.openimages import fetch_openimages
+    from colorize.sources.openimages import fetch_openimages
 
     build_openimages(tmp_path / "www")
     with Mirror(tmp_path / "www") as m:

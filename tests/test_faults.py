@@ -63,8 +63,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline import fodb, imageio, review, train
-from pipeline.imageio import STATUSES, decode, fit_square
+from colorize.curation import fodb
+
+from colorize.common import images as imageio
+
+from colorize.curation import review
+
+from colorize.stages import train
+from colorize.common.images import STATUSES, decode, fit_square
 from tests.conftest import ROOT, SHARED_DATA, TINY, bin_path, make_project, run
 from tests.faultkit import (
     DB, DVC, Watched, alive, assert_clean, cannot, copy_project, descendants, dvc, fill, kill_group, mongods_on,
@@ -304,7 +310,7 @@ def test_two_dvc_repro_at_once(baseline, tmp_path, when):
 
 
 def _fetch_command(url: str) -> list[str]:
-    return [sys.executable, "-c", f"from pipeline.fetch import fetch; print(fetch({url!r}))"]
+    return [sys.executable, "-c", f"from colorize.common.fetch import fetch; print(fetch({url!r}))"]
 
 
 @pytest.fixture
@@ -364,7 +370,7 @@ def test_two_downloads_into_one_cache_at_once(slow_mirror):
 
 
 # ============================================================================= the App under signals
-# The baseline's FiftyOne database, the real App from `python -m pipeline.review app`, and
+# The baseline's FiftyOne database, the real App from `python -m colorize.curation.review app`, and
 # tags set through the App server's `/tag` route (the one its UI calls). After each
 # fault no decision is lost (decisions.csv and the App's tags), and no mongod or App
 # server is left behind.
@@ -383,7 +389,7 @@ def project(baseline, tmp_path) -> Path:
 
 
 def sync(proj: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "pipeline.review", "sync"], proj, check=check, timeout=300)
+    return run([sys.executable, "-m", "colorize.curation.review", "sync"], proj, check=check, timeout=300)
 
 
 def decisions(proj: Path) -> list[list[str]]:
@@ -544,7 +550,7 @@ def test_curate_stopped_while_mongod_starts_leaves_no_mongod(project, how):
     if how == "Ctrl-C":
         kill_group(curate.proc, signal.SIGINT)
     else:
-        curate_py = [p for p in descendants(curate.proc.pid) if p.cmdline()[-2:] == ["-m", "pipeline.curate"]]
+        curate_py = [p for p in descendants(curate.proc.pid) if p.cmdline()[-2:] == ["-m", "colorize.stages.curate"]]
         curate_py[0].kill()
     rc = curate.wait(120)
     out = curate.output
@@ -648,7 +654,7 @@ def test_mongod_killed_during_curate_is_one_line(project):
 SHARER = """
 import sys, time, pathlib
 import pymongo
-from pipeline import fodb
+from colorize.curation import fodb
 entered, leave = map(pathlib.Path, sys.argv[1:3])
 with fodb.database() as uri:
     entered.touch()
@@ -731,17 +737,17 @@ QUICK = 30  # s: an unusable store must be reported within this
 
 
 def run_stage(proj: Path, stage: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m pipeline.<stage>` in `proj`, as DVC runs it; it logs to the project's own
+    """`python -m colorize.stages.<stage>` in `proj`, as DVC runs it; it logs to the project's own
     mlflow.db unless `env` names another store."""
-    done = run_bounded([sys.executable, "-m", f"pipeline.{stage}"], proj, 900, {"PYTHONPATH": str(proj), **(env or {})})
+    done = run_bounded([sys.executable, "-m", f"colorize.stages.{stage}"], proj, 900, {"PYTHONPATH": str(proj), **(env or {})})
     assert done is not None, f"{stage} still running after 900 s"
     return done
 
 
 @contextlib.contextmanager
 def training(proj: Path, env: dict):
-    """A `python -m pipeline.train` running in `proj`; killed on exit if still there."""
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train"], cwd=proj,
+    """A `python -m colorize.stages.train` running in `proj`; killed on exit if still there."""
+    proc = subprocess.Popen([sys.executable, "-m", "colorize.stages.train"], cwd=proj,
                             env=runner_env({"PYTHONPATH": str(proj), **env}),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -925,7 +931,7 @@ class _AuthServer(BaseHTTPRequestHandler):
 
 @pytest.mark.slow
 def test_mlflow_server_refusing_credentials_is_one_line(prepared, tmp_path, monkeypatch):  # noqa: F811
-    from pipeline import tracking
+    from colorize.common import tracking
 
     server = ThreadingHTTPServer((LOOPBACK, 0), _AuthServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -1109,7 +1115,7 @@ def _bomb(levels: int = 40) -> list:
 
 def cli_measured(tmp_path: Path, *args) -> tuple[subprocess.CompletedProcess, float, float]:
     """The colorize CLI in a child process: (result, seconds, the child's peak RSS in MB)."""
-    cmd = [sys.executable, "-m", "pipeline.colorize", *map(str, args)]
+    cmd = [sys.executable, "-m", "colorize.cli.colorize", *map(str, args)]
     started = time.monotonic()
     with open(tmp_path / "stdout", "w+") as out, open(tmp_path / "stderr", "w+") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err)
@@ -1307,7 +1313,7 @@ def test_colorize_skips_special_files_and_fails_broken_links_with_one_line_each(
     for i in range(2):
         Image.fromarray(photo(20, 24, i)).save(src / f"ok{i}.png")
     expected = make_special_files(src)
-    proc = run_bounded([sys.executable, "-m", "pipeline.colorize", str(src), "-o", str(out), "--model", str(ckpt)],
+    proc = run_bounded([sys.executable, "-m", "colorize.cli.colorize", str(src), "-o", str(out), "--model", str(ckpt)],
                        cwd=ROOT, timeout=120)
     assert proc is not None, "colorize hung on a special file"
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr  # broken links failed

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from pipeline.garden import DEFECT_KINDS, SKIMAGE_PHOTOS, SPECIES, TRUTH_FILE, GardenConfig, generate
+from colorize.sources.garden import DEFECT_KINDS, SKIMAGE_PHOTOS, SPECIES, TRUTH_FILE, GardenConfig, generate
 
 COLUMNS = ["path", "label", "defect", "defect_detail", "defect_of"]
 BROKEN = ("truncated", "corrupt", "zero_byte", "not_image")

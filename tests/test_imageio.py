@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from pipeline.imageio import decode, fit_square
+from colorize.common.images import decode, fit_square
 
 MAX = 10_000_000
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from skimage.color import deltaE_ciede2000, rgb2lab
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from pipeline.metrics import bootstrap_ci, colourfulness, delta_e_uint8, is_perfect, psnr_uint8, ssim_uint8
+from colorize.evaluation.metrics import bootstrap_ci, colourfulness, delta_e_uint8, is_perfect, psnr_uint8, ssim_uint8
 
 
 def _pairs(seed: int, n: int = 4, h: int = 24, w: int = 31, noise: int = 40):
@@ -36,7 +36,7 @@ def test_delta_e_on_sharma_reference_pairs():
     """Published test data of Sharma, Wu & Dalal (2005), pairs 1, 7, 17 and 25."""
     import torch
 
-    from pipeline.metrics import delta_e2000
+    from colorize.evaluation.metrics import delta_e2000
 
     lab1 = torch.tensor([[50.0, 2.6772, -79.7751], [50.0, 0.0, 0.0], [50.0, 2.5, 0.0], [60.2574, -34.0099, 36.2677]],
                         dtype=torch.float64)

@@ -8,8 +8,18 @@ import pytest
 import torch
 import yaml
 
-from pipeline import curate, download, evaluate, ingest, split, train
-from pipeline.params import validate
+from colorize.stages import curate
+
+from colorize.stages import download
+
+from colorize.stages import evaluate
+
+from colorize.stages import ingest
+
+from colorize.stages import split
+
+from colorize.stages import train
+from colorize.common.params import validate
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -6,9 +6,9 @@ import sys
 import pytest
 import yaml
 
-from pipeline import params as P
-from pipeline.models import MODELS
-from pipeline.sources import SOURCES
+from colorize.common import params as P
+from colorize.training.models import MODELS
+from colorize.sources.registry import SOURCES
 from tests.conftest import ROOT
 
 
@@ -79,7 +79,7 @@ def test_stage_exits_with_one_line_error(tmp_path, good):
     good["train"]["epochs"] = "many"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(good))
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.split"], cwd=tmp_path, capture_output=True, text=True,
+        [sys.executable, "-m", "colorize.stages.split"], cwd=tmp_path, capture_output=True, text=True,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 2

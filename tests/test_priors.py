@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import priors
-from pipeline.colour import ab_bins, nearest_bin, rgb_to_lab, rgb_uint8_to_bins
-from pipeline.store import ShardWriter
+from colorize.stages import priors
+from colorize.common.colour import ab_bins, nearest_bin, rgb_to_lab, rgb_uint8_to_bins
+from colorize.common.shards import ShardWriter
 
 RED, BLUE, GRAY = (200, 30, 40), (30, 60, 200), (128, 128, 128)
 
@@ -149,7 +149,7 @@ def test_the_stage_is_deterministic(store):
 
 
 def test_no_colour_images_is_a_one_line_error(store):
-    from pipeline.errors import UserError
+    from colorize.common.errors import UserError
 
     with pytest.raises(UserError, match="no colour images"):
         priors.compute({"priors": {**_params()["priors"], "min_chroma": 99.0}},
@@ -159,7 +159,7 @@ def test_no_colour_images_is_a_one_line_error(store):
 # ---------------------------------------------------------------------- the zhang model
 
 def _zhang(rebalance: bool = True, width: int = 4, depth: int = 3):
-    from pipeline.models import ZhangNet
+    from colorize.training.models import ZhangNet
 
     b = ab_bins()
     w = torch.linspace(0.5, 2.0, len(b))
@@ -175,7 +175,7 @@ def test_zhang_gives_q_logits_at_quarter_resolution():
 
 
 def test_zhang_full_size_follows_the_paper():
-    from pipeline.models import count_parameters
+    from colorize.training.models import count_parameters
 
     net = _zhang(width=64, depth=4)
     # conv1..conv8 of Zhang et al. with a 313-way 1x1 head: about 32 M parameters
@@ -195,7 +195,7 @@ def test_zhang_loss_rebalancing_and_training_step():
 
 
 def test_zhang_checkpoint_carries_its_bins_and_weights():
-    from pipeline.models import build_model, checkpoint_priors
+    from colorize.training.models import build_model, checkpoint_priors
 
     net = _zhang()
     state = net.state_dict()

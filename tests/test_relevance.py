@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import garden, relevance
-from pipeline.imageio import decode, fit_square
+from colorize.sources import garden
+
+from colorize.curation import relevance
+from colorize.common.images import decode, fit_square
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY = {"width": 8, "epochs": 2, "batch_size": 32}  # seconds, not minutes; quality not checked

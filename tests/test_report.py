@@ -1,4 +1,4 @@
-"""The offline HTML report (pipeline/report.py): deterministic bytes, graceful without
+"""The offline HTML report (colorize/stages/report.py): deterministic bytes, graceful without
 optional inputs, a one-line error without metrics.json, nothing that reaches for the
 network; and, in Debian's chromium (tests/browser/report_offline.mjs, playwright-core),
 every figure decoded, the metrics table readable and not one request beyond file:/data:.
@@ -23,8 +23,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import report
-from pipeline.errors import UserError
+from colorize.stages import report
+from colorize.common.errors import UserError
 from tests.conftest import ROOT
 
 BROWSER_DIR = ROOT / "tests" / "browser"
@@ -116,7 +116,7 @@ def _refs(text: str) -> _Refs:
 
 def _run_report(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "pipeline.report", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "colorize.stages.report", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -124,7 +124,7 @@ def _run_report(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_same_inputs_same_bytes(tmp_path):
-    """`python -m pipeline.report` twice, in two processes, and build_html in this one:
+    """`python -m colorize.stages.report` twice, in two processes, and build_html in this one:
     one byte string (no timestamps, no matplotlib version chunk, no hash-seeded order)."""
     make_reports(tmp_path / "reports")
     first = _run_report(tmp_path)

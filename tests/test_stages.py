@@ -9,8 +9,14 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline import curate, download, ingest, split
-from pipeline.params import validate
+from colorize.stages import curate
+
+from colorize.stages import download
+
+from colorize.stages import ingest
+
+from colorize.stages import split
+from colorize.common.params import validate
 from tests.conftest import ROOT
 
 # The reason each planted garden defect must end with, from the checks that need no
@@ -57,7 +63,7 @@ def staged(tmp_path_factory, params):
     listing = download.download(p, raw_dir=work / "raw")
     manifest = ingest.ingest(listing, p, out_dir=work / "ingest")
     ok = manifest[manifest["status"] == "ok"]
-    from pipeline.store import load_images
+    from colorize.common.shards import load_images
 
     images = load_images(ok, work / "ingest" / "shards")
     curated = curate.curate(manifest, images, p)
@@ -148,7 +154,7 @@ def test_duplicate_groups_stay_in_one_split(staged):
 
 
 def test_missing_folder_is_a_one_line_error(params, tmp_path):
-    from pipeline.errors import UserError
+    from colorize.common.errors import UserError
 
     p = {**params, "data": {**params["data"], "sources": ["folder"], "folder": {"path": str(tmp_path / "nope")}}}
     with pytest.raises(UserError, match=r"data.folder.path: .* is not a directory"):

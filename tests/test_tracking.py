@@ -1,7 +1,7 @@
 """MLflow store location and run tags."""
 from pathlib import Path
 
-from pipeline import tracking
+from colorize.common import tracking
 
 
 def test_project_root_escapes_dvc_experiment_copies(tmp_path):

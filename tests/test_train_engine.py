@@ -1,4 +1,4 @@
-"""The training engine for real: `python -m pipeline.train` as DVC runs it, on a tiny
+"""The training engine for real: `python -m colorize.stages.train` as DVC runs it, on a tiny
 prepared project. A run killed with SIGKILL resumes from its last checkpoint and ends
 with the same weights as an uninterrupted run; `train.nproc: 2` runs two gloo DDP
 processes whose final weights are identical; the schedule, crop and hard-example
@@ -18,8 +18,8 @@ import pytest
 import torch
 import yaml
 
-from pipeline import train
-from pipeline.params import validate
+from colorize.stages import train
+from colorize.common.params import validate
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -41,13 +41,13 @@ def prepared(tmp_path_factory) -> Path:
     FiftyOne already imported and pointed at another test's (stopped) database."""
     work = tmp_path_factory.mktemp("engine") / "base"
     work.mkdir()
-    shutil.copytree(ROOT / "pipeline", work / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "colorize", work / "colorize", ignore=shutil.ignore_patterns("__pycache__"))
     (work / "data" / "curation").mkdir(parents=True)
     shutil.copy(ROOT / "data" / "curation" / "decisions.csv", work / "data" / "curation" / "decisions.csv")
     (work / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
     env = {**os.environ, "PYTHONPATH": str(work)}
     for stage in ("download", "ingest", "curate", "split"):
-        out = subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=work, env=env,
+        out = subprocess.run([sys.executable, "-m", f"colorize.stages.{stage}"], cwd=work, env=env,
                              capture_output=True, text=True, timeout=900)
         assert out.returncode == 0, (stage, out.stderr[-2000:])
     return work
@@ -62,7 +62,7 @@ def copy_of(prepared: Path, tmp_path: Path, name: str, **train_overrides) -> Pat
 
 def run_train(cwd: Path, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(cwd)}
-    return subprocess.run([sys.executable, "-m", "pipeline.train"], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "colorize.stages.train"], cwd=cwd, capture_output=True, text=True,
                           env=env, timeout=900, **kw)
 
 
@@ -74,7 +74,7 @@ def kill_at_first_checkpoint(cwd: Path, env: dict | None = None) -> int:
     """Start a training, SIGKILL it (no handler, no clean-up) as soon as its first
     checkpoint appears, and return the epoch that checkpoint holds."""
     env = {**os.environ, "PYTHONPATH": str(cwd), **(env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train"], cwd=cwd, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "colorize.stages.train"], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = cwd / train.RESUME_PATH
     deadline = time.time() + 600

@@ -15,11 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import fetch
-from pipeline.errors import UserError
-from pipeline.models import (MODELS, PlainCNN, ResNetColor, ResNetTrunk, UNetGAN, build_model,
+from colorize.common import fetch
+from colorize.common.errors import UserError
+from colorize.training.models import (MODELS, PlainCNN, ResNetColor, ResNetTrunk, UNetGAN, build_model,
                              count_parameters, critic_loss, generator_adversarial_loss, gradient_penalty)
-from pipeline.pretrained import imagenet_to_trunk, load_imagenet_resnet18
+from colorize.training.pretrained import imagenet_to_trunk, load_imagenet_resnet18
 from tests.mirror import Mirror
 
 NEW = ("resnet", "cnn", "gan")

@@ -1,4 +1,4 @@
-// Opens the pipeline's HTML report (python -m pipeline.report) from disk in Debian's
+// Opens the pipeline's HTML report (python -m colorize.stages.report) from disk in Debian's
 // chromium through playwright-core, and checks that it works offline: every request
 // the page makes is recorded (anything that is not file: or data: is also aborted, so
 // the check itself never reaches the network), every <img> is decoded, and the metrics

@@ -1,4 +1,4 @@
-// Drives the FiftyOne App that `python -m pipeline.review app` serves, in Debian's
+// Drives the FiftyOne App that `colorize-review app` serves, in Debian's
 // chromium through playwright-core (no downloaded browser), the way a reviewer would:
 // the grid shows every sample, the saved views are listed and filter the grid, and a
 // sample tagged `reject` in the UI gets the tag. Prints one JSON object on stdout;

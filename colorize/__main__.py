@@ -1,0 +1,4 @@
+"""`python -m colorize`: the photo colorizer, as the `colorize` command."""
+from colorize.cli.colorize import run
+
+run()

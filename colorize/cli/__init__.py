@@ -1,0 +1,1 @@
+"""The commands: `colorize` (your photos) and `colorize-review` (the FiftyOne App)."""

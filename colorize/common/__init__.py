@@ -1,0 +1,1 @@
+"""Shared I/O and colour code: paths, params, errors, Lab, decoding, shards, grids, MLflow."""

@@ -1,0 +1,63 @@
+"""Writing files whole or not at all: the one way every stage and command writes a file
+that someone (a later stage, a resumed run, a person) will read.
+
+`atomic_write(path, write)` lets `write` fill a hidden temporary file beside `path` (same
+folder, so the rename is atomic), then renames it into place. A crash, a kill or a full
+disk leaves either the old file or the new one, never a truncated one; the temporary is
+removed on failure (a full disk's partial file would hold on to the space). An OSError
+becomes one line naming the file: `disk full writing data/ingest/shards/... (3.1 MB free):
+free some space and rerun (completed work is kept)`, or `cannot write ...: <why>`.
+`durable=True` also fsyncs the file and its folder, so the rename survives a power cut
+(checkpoints, which a resumed run relies on).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from colorize.common.errors import UserError, disk_full, disk_full_line
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], durable: bool = False) -> Path:
+    """`write(tmp)`, then rename tmp to `path`; returns `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Hidden, with path's suffix last (np.save appends .npy to any other name), and the
+    # pid, so that two processes writing one file never share a temporary.
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        if durable:
+            _fsync(tmp)
+        os.replace(tmp, path)
+        if durable:
+            _fsync(path.parent)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) or disk_full(e):  # torch wraps a full disk in a RuntimeError
+            raise UserError(write_failure(path, e)) from None
+        raise
+    return path
+
+
+def write_failure(path: Path, e: BaseException) -> str:
+    """One line for a failed write of `path`."""
+    if disk_full(e):
+        return disk_full_line(f"writing {path}", path.parent)
+    return f"cannot write {path}: {getattr(e, 'strerror', None) or e}"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json(path: str | os.PathLike, obj, **dumps) -> Path:
+    """`obj` as indented JSON with a final newline, atomically (reports, metrics)."""
+    text = json.dumps(obj, indent=2, **dumps) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))

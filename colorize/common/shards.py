@@ -1,0 +1,69 @@
+"""The working-resolution image store: a few .npy shards instead of thousands of files.
+
+Each shard is a uint8 array (n, S, S, 3) of sRGB pixels. The manifest row of an image
+says which shard and index hold it. Thousands of small files as DVC outputs make
+`dvc status` slow; a handful of shards keeps it instant, and `np.load(mmap_mode="r")`
+reads only the images asked for.
+
+Every file is written whole or not at all (`atomic_write`): a full disk or a kill leaves
+no truncated shard that a later stage could half-read, and a full disk is one line
+(colorize/common/files.py).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from colorize.common.files import atomic_write
+
+
+class ShardWriter:
+    """Append images; every `shard_size` of them become one `shard-NNNNN.npy`."""
+
+    def __init__(self, out_dir: Path, shard_size: int, image_size: int):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.image_size = image_size
+        # One preallocated shard, filled in place: memory stays at one shard's worth
+        # however many images pass through (no list of arrays, no np.stack copy).
+        self._buffer = np.empty((shard_size, image_size, image_size, 3), dtype=np.uint8)
+        self._filled = 0
+        self._shard = 0
+
+    def add(self, pixels: np.ndarray) -> tuple[int, int]:
+        """Store one (S, S, 3) uint8 image; return its (shard, index)."""
+        assert pixels.shape == (self.image_size, self.image_size, 3) and pixels.dtype == np.uint8
+        where = (self._shard, self._filled)
+        self._buffer[self._filled] = pixels
+        self._filled += 1
+        if self._filled == len(self._buffer):
+            self._flush()
+        return where
+
+    def _flush(self) -> None:
+        if self._filled:
+            images = self._buffer[: self._filled]
+            atomic_write(self.out_dir / f"shard-{self._shard:05d}.npy", lambda tmp: np.save(tmp, images))
+            self._filled = 0
+            self._shard += 1
+
+    def close(self) -> None:
+        self._flush()
+
+
+def load_images(rows: pd.DataFrame, shard_dir: Path) -> np.ndarray:
+    """Pixels of the given manifest rows, in row order, as one (n, S, S, 3) uint8 array."""
+    if len(rows) == 0:
+        raise ValueError("load_images: no rows")
+    shards: dict[int, np.ndarray] = {}
+    out = None
+    for i, (shard, index) in enumerate(zip(rows["shard"].astype(int), rows["shard_index"].astype(int))):
+        if shard not in shards:
+            shards[shard] = np.load(Path(shard_dir) / f"shard-{shard:05d}.npy", mmap_mode="r")
+        image = shards[shard][index]
+        if out is None:
+            out = np.empty((len(rows),) + image.shape, dtype=np.uint8)
+        out[i] = image
+    return out

@@ -1,0 +1,1 @@
+"""Curation: quality checks, the relevance classifier, people's decisions, FiftyOne."""

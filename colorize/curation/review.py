@@ -1,0 +1,212 @@
+"""Human review in the FiftyOne App, with every decision kept in git.
+
+The curate stage mirrors the curated manifest into a persistent FiftyOne dataset
+(`sync_dataset`): one sample per file found, every check's score as a field, a
+`flag:<check>` tag per flag, and saved views to review. People then tag samples in
+the App:
+
+- `reject` plus a reason tag `reason:<why>` (e.g. `reason:irrelevant`), or the
+  shorthand `reject:<why>`;
+- `keep`, to overrule an automatic drop.
+
+`export_decisions` writes those tags to `data/curation/decisions.csv`
+(id, decision, reason, time): on leaving `make review` (Ctrl-C, `kill`, or closing the
+terminal), and with `colorize-review sync` (`make sync`). The file is tracked in git and is a
+dependency of curate, so `dvc repro` reapplies every decision, even after the database is
+deleted; and `review` itself rebuilds a lost dataset from curate's outputs (the curated
+manifest and decisions.csv). The commands are in colorize/cli/review.py.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from colorize.common import paths
+from colorize.common.errors import UserError
+from colorize.common.tracking import project_root
+from colorize.curation.decisions import (
+    DECISION_COLUMNS,
+    decision_to_tags,
+    is_human_tag,
+    read_decisions,
+    tags_to_decision,
+    write_decisions,
+)
+
+DATASET = "colorize"
+FLAG_PREFIX = "flag:"
+# Fields mirrored from the curated manifest into each sample (when present).
+FIELDS = (
+    "cid", "source", "relpath", "label", "status", "keep", "reason", "auto_reason", "detail",
+    "defect", "negative", "duplicate_of", "near_dup_group", "relevance", "chroma_p95",
+    "tint_score", "hue_spread", "dark_score", "light_score", "blur_score", "info_score", "aspect_ratio",
+)
+
+
+# ----------------------------------------------------------------------------- FiftyOne dataset
+
+
+def _clean(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):  # numpy scalar
+        return value.item()
+    return value
+
+
+def _absolute(path: str) -> str:
+    p = Path(path)
+    return str(p if p.is_absolute() else (project_root() / p).resolve())
+
+
+def sync_dataset(curated: pd.DataFrame, decisions: pd.DataFrame, name: str = DATASET, flag_columns=()):
+    """Create or refresh the persistent dataset; only new or changed samples are written.
+
+    `flag_columns` are boolean columns (`flag_tinted` or `tinted`); each True becomes
+    a `flag:tinted` tag, and each gets a saved view of what it flagged.
+    """
+    import fiftyone as fo
+    import fiftyone.core.media as fom
+
+    ds = fo.load_dataset(name) if fo.dataset_exists(name) else fo.Dataset(name, persistent=True)
+    df = curated.rename(columns={"id": "cid"})
+    # An image dataset holds only files FiftyOne takes for images by their name: the
+    # first sample fixes the dataset's media type, so a README.md or a .mov in a photo
+    # folder would make every photo after it "not match". Such files are still in the
+    # curated manifest, dropped as unreadable; the App just cannot show them.
+    is_image = df["path"].map(lambda p: fom.get_media_type(str(p)) == fom.IMAGE)
+    if not is_image.all():
+        print(f"review: {int((~is_image).sum())} file(s) not named as images (e.g. "
+              f"{Path(df.loc[~is_image, 'path'].iloc[0]).name}) are left out of the FiftyOne dataset")
+        df = df[is_image]
+    fields = [f for f in FIELDS if f in df.columns]
+    existing = dict(zip(ds.values("cid"), ds.values("id"))) if len(ds) else {}
+    wanted = set(df["cid"])
+    gone = [sid for cid, sid in existing.items() if cid not in wanted]
+    if gone:
+        ds.delete_samples(gone)
+
+    human = {r.id: decision_to_tags(r.decision, r.reason) for r in decisions.itertuples(index=False)}
+    new_rows = df[~df["cid"].isin(existing)]
+    samples = []
+    for row in new_rows.to_dict("records"):
+        flags = [FLAG_PREFIX + c.removeprefix("flag_") for c in flag_columns if row.get(c)]
+        s = fo.Sample(filepath=_absolute(row["path"]), tags=flags + human.get(row["cid"], []))
+        for f in fields:
+            s[f] = _clean(row[f])
+        samples.append(s)
+    if samples:
+        ds.add_samples(samples, progress=True)
+
+    # Changed fields and flag tags of samples that were already there, in bulk.
+    old = df[df["cid"].isin(existing)]
+    unsynced = 0
+    if len(old):
+        view = ds.select_by("cid", list(old["cid"]))
+        current = dict(zip(view.values("cid"), view.values("tags")))
+        schema = ds.get_field_schema()
+        for f in fields:
+            values = dict(zip(old["cid"], (_clean(v) for v in old[f])))
+            # A field whose values were all missing so far (relevance before the classifier
+            # ran) is not in the schema yet: nothing to compare with; set_values declares it.
+            have = dict(zip(view.values("cid"), view.values(f))) if f in schema else {}
+            changed = {c: v for c, v in values.items() if have.get(c) != v}
+            if changed:
+                view.select_by("cid", list(changed)).set_values(f, changed, key_field="cid")
+        new_tags = {}
+        for row in old.to_dict("records"):
+            tags = current[row["cid"]]
+            mine = [t for t in tags if is_human_tag(t)]
+            if row["cid"] in human and not mine:
+                mine = human[row["cid"]]  # the database lost them (or never had them): restore
+            elif row["cid"] in human and tags_to_decision(mine) != tags_to_decision(human[row["cid"]]):
+                unsynced += 1  # newer decisions in the App: keep them, they are exported on sync
+            elif row["cid"] not in human and mine:
+                unsynced += 1
+            others = [t for t in tags if not t.startswith(FLAG_PREFIX) and not is_human_tag(t)]  # a reviewer's own
+            tags_now = [FLAG_PREFIX + c.removeprefix("flag_") for c in flag_columns if row.get(c)] + mine + others
+            if sorted(tags_now) != sorted(tags):
+                new_tags[row["cid"]] = tags_now
+        if new_tags:
+            ds.select_by("cid", list(new_tags)).set_values("tags", new_tags, key_field="cid")
+    if unsynced:
+        warnings.warn(
+            f"{unsynced} sample(s) have App decisions not in {paths.DECISIONS}: run `colorize-review sync` (`make sync`) "
+            f"to keep them (curate used the file)",
+            stacklevel=2,
+        )
+    save_views(ds, [c.removeprefix("flag_") for c in flag_columns])
+    return ds
+
+
+def save_views(ds, flag_columns) -> None:
+    """The views reviewers start from: one per check, relevance, near duplicates, kept set."""
+    from fiftyone import ViewField as F
+
+    for check in flag_columns:
+        ds.save_view(f"flagged-{check.replace('_', '-')}", ds.match_tags(FLAG_PREFIX + check), overwrite=True)
+    if "relevance" in ds.get_field_schema():
+        ds.save_view("least-relevant-first", ds.exists("relevance").sort_by("relevance"), overwrite=True)
+    if "near_dup_group" in ds.get_field_schema():
+        ds.save_view(
+            "near-duplicate-groups",
+            ds.match(F("near_dup_group") >= 0).sort_by([("near_dup_group", 1), ("keep", -1)]),
+            overwrite=True,
+        )
+    ds.save_view("kept", ds.match(F("keep") == True), overwrite=True)  # noqa: E712 - a query, not a bool
+    ds.save_view("dropped", ds.match(F("keep") == False).sort_by("reason"), overwrite=True)  # noqa: E712
+
+
+def mirror_curated(curated: pd.DataFrame, decisions: pd.DataFrame, name: str = DATASET):
+    """The review dataset from a curated manifest and the decisions: curate's last step, and
+    review's own when the database lost the dataset."""
+    flag_columns = [c for c in curated.columns if c.startswith("flag_")]
+    return sync_dataset(curated, decisions, name, flag_columns=flag_columns)
+
+
+def open_dataset(name: str = DATASET):
+    """The review dataset, rebuilt when the database lost it (`rm -rf .fiftyone`, a new machine).
+
+    `dvc repro curate` would not rebuild it: the stage's inputs did not change. Its outputs
+    hold all it needs: the curated manifest and decisions.csv, the truth for every decision.
+    """
+    import fiftyone as fo
+
+    if not fo.dataset_exists(name):
+        if not paths.CURATED_MANIFEST.exists():
+            raise UserError(f"FiftyOne dataset {name!r} not found, and {paths.CURATED_MANIFEST} is missing too: "
+                            f"run `dvc repro -f -s curate` (or `dvc pull` where a remote has it)")
+        print(f"review: FiftyOne dataset {name!r} not found (database deleted?); "
+              f"rebuilding it from {paths.CURATED_MANIFEST} and {paths.DECISIONS}", file=sys.stderr)
+        mirror_curated(pd.read_parquet(paths.CURATED_MANIFEST), read_decisions(), name)
+    return fo.load_dataset(name)
+
+
+def export_decisions(name: str = DATASET, path: Path = paths.DECISIONS) -> pd.DataFrame:
+    """The App's human tags -> decisions.csv. Decisions for ids no longer in the dataset stay."""
+    ds = open_dataset(name)
+    old = read_decisions(path)
+    old_by_id = {r.id: r for r in old.itertuples(index=False)}
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rows = []
+    in_dataset = set()
+    for cid, tags in zip(ds.values("cid"), ds.values("tags")):
+        in_dataset.add(cid)
+        d = tags_to_decision(tags)
+        if d is None:
+            continue
+        prev = old_by_id.get(cid)
+        same = prev is not None and (prev.decision, prev.reason) == d
+        rows.append({"id": cid, "decision": d[0], "reason": d[1], "time": prev.time if same else now})
+    for r in old.itertuples(index=False):
+        if r.id not in in_dataset:
+            print(f"review: keeping decision for {r.id}, which is not in the dataset", file=sys.stderr)
+            rows.append(r._asdict())
+    out = pd.DataFrame(rows, columns=DECISION_COLUMNS)
+    write_decisions(out, path)
+    return out

@@ -1,0 +1,45 @@
+"""The listing: one row per file a source found (`data/raw/listing.csv`), ingest's only input.
+
+Every source returns `Row`s; nothing it finds is left out, so ingest sees every file
+and nothing is lost silently.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass
+class Row:
+    source: str  # the data.sources name
+    path: str  # where the file is, relative to the project root or absolute
+    relpath: str  # its path inside the source: stable, used in ids
+    label: str = ""  # class/species/subfolder where known
+    attribution: str = ""  # author / licence / URL where known
+    defect: str = ""  # planted-defect truth (garden only), "none" for clean
+    defect_detail: str = ""
+    defect_of: str = ""  # relpath of the original a planted copy was made from
+    class_id: int = 0  # numeric class where the source has one (Flowers-102: 1-102)
+    labels: str = ""  # every verified label, ";"-separated (Open Images)
+    negative: bool = False  # a known non-flower, for the relevance classifier; not training data
+    official_split: str = ""  # the source's own split, kept as information only
+    author: str = ""  # attribution parts, where the licence asks for them
+    license: str = ""
+    original_url: str = ""
+    fetch_error: str = ""  # why a listed file could not be downloaded ("" = fine)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+COLUMNS = tuple(Row.__dataclass_fields__)
+
+
+def read_listing(path: Path) -> pd.DataFrame:
+    """The listing with its column types restored (CSV keeps only text)."""
+    listing = pd.read_csv(path, dtype=str, keep_default_na=False)
+    listing["class_id"] = listing["class_id"].replace("", "0").astype("int64")
+    listing["negative"] = listing["negative"] == "True"
+    return listing

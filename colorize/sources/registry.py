@@ -1,0 +1,70 @@
+"""The data sources by name (data.sources), and the download that runs them. Each turns its params into files on disk plus one listing row per file.
+
+A source is a function `fetch(data_params, out_dir) -> list[Row]`. It may write files
+under `out_dir` (the garden generates them; Flowers-102 and Open Images download them
+through the cache in fetch.py) or point at files where they already are (a local
+folder). Either way it returns one row per file found (colorize/sources/listing.py), so
+ingest sees every file and nothing is lost silently. A new source adds a function to
+SOURCES and its name to `params.SOURCE_NAMES`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from colorize.common.files import atomic_write
+from colorize.sources import garden
+from colorize.sources.flowers102 import fetch_flowers102
+from colorize.sources.folder import fetch_folder
+from colorize.sources.listing import COLUMNS, Row
+from colorize.sources.openimages import fetch_openimages
+
+
+def fetch_garden(data: dict, out_dir: Path) -> list[Row]:
+    """The bundled synthetic garden, generated from data.garden (same seed, same bytes)."""
+    g = data["garden"]
+    cfg = garden.GardenConfig(
+        n_images=g["n_images"],
+        seed=g["seed"],
+        min_size=g["min_size"],
+        max_size=g["max_size"],
+        defect_rate=g["defect_rate"],
+    )
+    records = garden.generate(out_dir, cfg, progress=True)
+    return [
+        Row(
+            source="garden",
+            path=(out_dir / r["path"]).as_posix(),
+            relpath=r["path"],
+            label=r["label"],
+            attribution="synthetic (colorize/sources/garden.py)",
+            defect=r["defect"],
+            defect_detail=r["defect_detail"],
+            defect_of=r["defect_of"],
+        )
+        for r in records
+    ]
+
+
+def download(params: dict, raw_dir: Path, listing_path: Path) -> pd.DataFrame:
+    """Every source in data.sources, in order, into raw_dir/<source>; the listing of
+    every file found, written to `listing_path` (whole or not at all)."""
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in params["data"]["sources"]:
+        found = SOURCES[name](params["data"], raw_dir / name)
+        print(f"download: {name}: {len(found)} files")
+        rows.extend(r.to_dict() for r in found)
+    listing = pd.DataFrame(rows, columns=list(COLUMNS))
+    atomic_write(listing_path, lambda tmp: listing.to_csv(tmp, index=False))
+    return listing
+
+
+SOURCES: dict[str, Callable[[dict, Path], list[Row]]] = {
+    "garden": fetch_garden,
+    "folder": fetch_folder,
+    "flowers102": fetch_flowers102,
+    "openimages": fetch_openimages,
+}

@@ -1,0 +1,70 @@
+"""Stage curate: keep or drop every file ingest found, with a reason (the checks and their
+order are in colorize/curation/rules.py), then people's decisions from
+`data/curation/decisions.csv` override the automatic ones. Dropped files are never
+deleted; only the curated manifest leaves them out.
+
+Outputs: `data/curated/manifest.parquet` (every ingest row plus keep/reason/detail,
+scores and flags), `reports/curate.json` (counts per reason, which add up to the files
+found, and per-check precision/recall against the garden's planted truth),
+`reports/curate_examples.png` (a row of examples per reason), the FiftyOne dataset with
+saved views for review, and an MLflow run with the same numbers.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from colorize.common import paths, tracking
+from colorize.common.errors import UserError, run_main
+from colorize.common.files import atomic_write, write_json
+from colorize.common.malloc import return_freed_memory
+from colorize.common.params import load_params
+from colorize.common.shards import load_images
+from colorize.curation import fodb, review
+from colorize.curation.decisions import apply_decisions, read_decisions
+from colorize.curation.rules import (
+    curate,
+    examples_grid,
+    garden_accuracy,
+    log_to_mlflow,
+    summarise,
+)
+
+
+def relevance_scores() -> pd.Series | None:
+    """The relevance stage's scores by id, if it scored anything (it skips without labels)."""
+    if not paths.RELEVANCE_SCORES.exists():
+        return None
+    scores = pd.read_parquet(paths.RELEVANCE_SCORES)
+    return scores.set_index("id")["relevance"] if scores["relevance"].notna().any() else None
+
+
+def main() -> None:
+    return_freed_memory()  # flat peak memory as the dataset grows (see colorize/common/malloc.py)
+    params = load_params()
+    tracking.check_store()  # before any work: an unusable MLflow store fails now, in one line
+    if not paths.INGEST_MANIFEST.exists():
+        raise UserError(f"{paths.INGEST_MANIFEST} not found: run the ingest stage first (dvc repro ingest)")
+    manifest = pd.read_parquet(paths.INGEST_MANIFEST)
+    ok = manifest[manifest["status"] == "ok"]
+    images = load_images(ok, paths.SHARDS) if len(ok) else None
+    auto = curate(manifest, images, params, relevance_scores())
+    decisions = read_decisions(paths.DECISIONS)
+    df, messages = apply_decisions(auto, decisions)
+    for m in messages:
+        print(f"curate: warning: {m}")
+    atomic_write(paths.CURATED_MANIFEST, lambda tmp: df.to_parquet(tmp, index=False))
+    report = summarise(df)
+    report["garden_accuracy"] = garden_accuracy(df)
+    report["human_decisions"] = int((df["human"] != "").sum())
+    if images is not None:
+        examples_grid(df, images, paths.CURATE_EXAMPLES)
+    write_json(paths.CURATE_REPORT, report)
+    with fodb.database():
+        review.mirror_curated(df, decisions)
+    log_to_mlflow(report, params, paths.CURATE_EXAMPLES)
+    print(f"curate: kept {report['kept']} of {report['found']}; dropped "
+          f"{ {k: v for k, v in report['by_reason'].items() if v} }")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,20 @@
+"""Stage download: materialise every source named in data.sources.
+
+Output: `data/raw/<source>/...` for sources that write files, and `data/raw/listing.csv`
+with one row per file found (see `colorize.sources.Row`), which is ingest's only input.
+"""
+from __future__ import annotations
+
+from colorize.common import paths
+from colorize.common.errors import run_main
+from colorize.common.params import load_params
+from colorize.sources.registry import download
+
+
+def main() -> None:
+    listing = download(load_params(), paths.RAW, paths.LISTING)
+    print(f"download: {len(listing)} files listed in {paths.LISTING}")
+
+
+if __name__ == "__main__":
+    run_main(main)

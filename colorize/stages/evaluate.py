@@ -1,0 +1,93 @@
+"""Stage evaluate: the model against the three trivial baselines on the test split
+(colorize/evaluation/evaluate.py).
+
+Outputs:
+- `reports/metrics.json` (DVC metrics): `psnr` (model mean), `psnr_gray`,
+  `psnr_const`, `psnr_lookup` (baseline means) at the top level; the same for ssim,
+  delta_e, colourfulness; for each, `_median` and a seeded bootstrap 95% CI of the mean
+  (`_ci95_lo`, `_ci95_hi`); the strongest baseline, the model's gain over it and the
+  paired CI of that gain (`gain_ci95_lo/hi`); the truth's colourfulness and the gap.
+- `reports/eval_per_image.csv`: one row per test image, every metric of every predictor.
+- `reports/eval_per_class.csv`: means per label (class, folder label, garden species).
+- `reports/psnr_hist.png` (DVC plot): per-image PSNR, model against strongest baseline.
+- `reports/eval_best_median_worst.png` (DVC plot): the model's best, median and worst
+  test images by PSNR, gray | prediction | truth.
+- `reports/eval_grid.png` (DVC plot): gray | prediction | truth.
+- `reports/temperature_sweep.csv` (DVC plot): PSNR and colourfulness against the
+  annealed-mean temperature T (zhang), with the gray PSNR and the truth's colourfulness.
+The same metrics go to the training's MLflow run.
+"""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from colorize.common import paths, tracking
+from colorize.common.errors import run_main
+from colorize.common.files import atomic_write, write_json
+from colorize.common.grid import comparison_rows, save_grid
+from colorize.common.params import load_params
+from colorize.evaluation.evaluate import (
+    best_median_worst,
+    evaluate,
+    per_class,
+    psnr_histogram,
+    temperature_sweep,
+)
+from colorize.training import checkpoint
+from colorize.training.loader import load_split
+
+ARTIFACTS = (paths.METRICS, paths.EVAL_GRID, paths.SWEEP, paths.PER_IMAGE, paths.PER_CLASS, paths.HISTOGRAM,
+             paths.EXTREMES)
+
+
+def log_to_mlflow(run_id: str | None, metrics: dict) -> None:
+    """The test metrics and the evaluation's files on the training's MLflow run."""
+    mlflow = tracking.setup()
+    numbers = {f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    try:
+        with mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(tags=tracking.run_tags()):
+            mlflow.log_metrics(numbers)
+            mlflow.set_tag("best_baseline", metrics["best_baseline"])
+            for path in ARTIFACTS:
+                mlflow.log_artifact(str(path))
+    except mlflow.exceptions.MlflowException as e:
+        # The training run is gone (store deleted, or a different MLFLOW_TRACKING_URI):
+        # log to a fresh run rather than losing the numbers.
+        print(f"evaluate: training run {run_id} not found ({str(e).splitlines()[0]}); logging to a new run")
+        with mlflow.start_run(tags=tracking.run_tags({"orphan_eval": "true"})):
+            mlflow.log_metrics(numbers)
+            mlflow.log_artifact(str(paths.METRICS))
+
+
+def main() -> None:
+    # One thread and deterministic kernels: metrics.json must be bit-identical for the
+    # same model and data (a CI run once saw it differ between two forced repros with
+    # identical inputs; with two threads the order of float reductions may vary).
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    cfg = load_params()["evaluate"]
+    tracking.check_store()  # before any work: an unusable MLflow store fails now, in one line
+    model, _ = checkpoint.load_model(paths.MODEL)
+    test = load_split("test")
+    result = evaluate(model, test, load_split("train").lab, cfg)
+    m, per_image = result.metrics, result.per_image
+    best = m["best_baseline"]
+    atomic_write(paths.PER_CLASS, lambda tmp: per_class(per_image, best).to_csv(tmp, index=False, float_format="%.4f"))
+    psnr_histogram(per_image, best, paths.HISTOGRAM)
+    best_median_worst(per_image, test, result.rgb["model"], cfg["grid_images"], paths.EXTREMES)
+    atomic_write(paths.PER_IMAGE, lambda tmp: per_image.to_csv(tmp, index=False, float_format="%.4f"))
+    write_json(paths.METRICS, m)
+    sweep = temperature_sweep(model, test, cfg["temperatures"], m)
+    atomic_write(paths.SWEEP, lambda tmp: sweep.to_csv(tmp, index=False, float_format="%.4f"))
+    n = min(cfg["grid_images"], len(test.L))
+    save_grid(comparison_rows(test.L[:n], result.predictions["model"][:n], test.rgb[:n]), paths.EVAL_GRID)
+    run_id = json.loads(paths.TRAIN_REPORT.read_text()).get("mlflow_run_id") if paths.TRAIN_REPORT.exists() else None
+    log_to_mlflow(run_id, m)
+    print(f"evaluate: psnr {m['psnr']:.2f} dB | gray {m['psnr_gray']:.2f} | const {m['psnr_const']:.2f} | "
+          f"lookup {m['psnr_lookup']:.2f} | gain over {best} {m['gain_over_best_baseline']:+.2f} dB")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,28 @@
+"""Stage ingest: decode every listed file safely into one manifest and a shard store.
+
+Outputs: `data/ingest/manifest.parquet` (one row per file found, usable or not),
+`data/ingest/shards/` (the usable images at the working resolution) and
+`reports/ingest.json` (counts: found == usable + rejected, always).
+"""
+from __future__ import annotations
+
+from colorize.common import paths
+from colorize.common.errors import UserError, run_main
+from colorize.common.files import write_json
+from colorize.common.params import load_params
+from colorize.sources.ingest import ingest, summarise
+from colorize.sources.listing import read_listing
+
+
+def main() -> None:
+    params = load_params()
+    if not paths.LISTING.exists():
+        raise UserError(f"{paths.LISTING} not found: run the download stage first (dvc repro download)")
+    manifest = ingest(read_listing(paths.LISTING), params, paths.INGEST)
+    report = summarise(manifest)
+    write_json(paths.INGEST_REPORT, report)
+    print(f"ingest: found {report['found']} = usable {report['usable']} + rejected {report['rejected']} {report['by_status']}")
+
+
+if __name__ == "__main__":
+    run_main(main)

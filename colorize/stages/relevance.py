@@ -1,0 +1,58 @@
+"""Stage relevance: a small CNN learns flower vs not-flower from the weak labels the data
+already has (colorize/curation/relevance.py), and scores every usable image.
+
+Outputs: `data/relevance/scores.parquet` (id, weak_label, relevance), which curate
+thresholds; `models/relevance.pt`; `reports/relevance.json` (held-out ROC AUC,
+precision and recall at relevance.threshold); an MLflow run. Nothing written holds a
+timing: the same data gives the same bytes (the seconds go to MLflow only).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from colorize.common import paths, tracking
+from colorize.common.errors import run_main
+from colorize.common.files import atomic_write, write_json
+from colorize.common.params import load_params
+from colorize.common.shards import load_images
+from colorize.curation.decisions import read_decisions
+from colorize.curation.relevance import fit, save, score, weak_labels
+
+
+def main() -> None:
+    params = load_params()
+    tracking.check_store()  # before any work: an unusable MLflow store fails now, in one line
+    cfg = params["relevance"]
+    manifest = pd.read_parquet(paths.INGEST_MANIFEST)
+    usable = manifest[manifest["status"] == "ok"].reset_index(drop=True)
+    y = weak_labels(usable, read_decisions(paths.DECISIONS), params["data"]["folder"]["negative_labels"])
+    images = load_images(usable, paths.SHARDS)
+    out = pd.DataFrame({"id": usable["id"], "weak_label": y})
+    try:
+        model, report = fit(usable, images, y, cfg)
+    except ValueError as e:
+        print(f"relevance: skipped ({e})")
+        out["relevance"] = np.nan
+        report = {"skipped": str(e), "n_relevant": int((y == 1).sum()), "n_irrelevant": int((y == 0).sum())}
+        atomic_write(paths.RELEVANCE_MODEL, lambda tmp: tmp.write_bytes(b""))
+    else:
+        out["relevance"] = score(model, images)
+        seconds = report.pop("train_seconds")
+        save(model, paths.RELEVANCE_MODEL, meta=report)
+        print(f"relevance: held-out AUC {report.get('auc', float('nan')):.3f}, precision "
+              f"{report.get('precision', float('nan')):.3f}, recall {report.get('recall', float('nan')):.3f} "
+              f"at threshold {cfg['threshold']} ({seconds:.1f} s)")
+        mlflow = tracking.setup()
+        with mlflow.start_run(run_name="relevance", tags=tracking.run_tags({"stage": "relevance"})):
+            mlflow.log_params({f"relevance.{k}": v for k, v in cfg.items()})
+            numbers = {k: float(v) for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            mlflow.log_metrics({k: v for k, v in {**numbers, "train_seconds": seconds}.items() if math.isfinite(v)})
+    atomic_write(paths.RELEVANCE_SCORES, lambda tmp: out.to_parquet(tmp, index=False))
+    write_json(paths.RELEVANCE_REPORT, report, default=float)
+
+
+if __name__ == "__main__":
+    run_main(main)

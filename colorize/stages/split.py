@@ -1,0 +1,33 @@
+"""Stage split: deterministic train/val/test assignment of the kept images, by a salted
+hash of each image's duplicate group (colorize/curation/split.py).
+
+Output: `data/split/manifest.parquet` (the kept rows plus a `split` column) and
+`reports/split.json` (counts per split).
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from colorize.common import paths
+from colorize.common.errors import UserError, run_main
+from colorize.common.files import atomic_write, write_json
+from colorize.common.params import load_params
+from colorize.curation.split import SPLITS, split
+
+
+def main() -> None:
+    params = load_params()
+    if not paths.CURATED_MANIFEST.exists():
+        raise UserError(f"{paths.CURATED_MANIFEST} not found: run the curate stage first (dvc repro curate)")
+    df = split(pd.read_parquet(paths.CURATED_MANIFEST), params)
+    counts = {s: int((df["split"] == s).sum()) for s in SPLITS}
+    for s in ("train", "test"):
+        if counts[s] == 0:
+            raise UserError(f"split: the {s} split is empty ({counts}); add images or change split.train/split.val")
+    atomic_write(paths.SPLIT_MANIFEST, lambda tmp: df.to_parquet(tmp, index=False))
+    write_json(paths.SPLIT_REPORT, {"total": len(df), **counts})
+    print(f"split: {counts}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,89 @@
+"""The training input: which images an epoch draws, and how each batch is made.
+
+The split's images are held as tensors at working resolution (colorize/training/
+loader.py), so no JPEG decode or Lab conversion repeats per epoch. Each sample gets a
+random crop (`train.crop`) and a horizontal flip. Order: a DistributedSampler over the
+training set (one process or many), or, with `train.hard_examples` > 0, a weighted
+sample that draws the images with the highest recent loss more often (`LossTable`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from colorize.training.distributed import Dist
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, crop: int, gen: torch.Generator,
+            idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random crop of side `crop` (0 = none) and a horizontal flip per sample, of the
+    samples `idx` of x and y (all of them by default).
+
+    Each sample's window is copied straight from the full tensors into the batch (one
+    copy per sample; gathering the batch first and cropping it with index tensors cost
+    ~10% of a cnn step: bench/suite.py, train_step). The draws (top, left, flip) are
+    the same as ever, so batches are bit-identical for a seed."""
+    n_all, _, h, w = x.shape
+    idx = torch.arange(n_all) if idx is None else idx
+    n = len(idx)
+    side_h, side_w = (crop, crop) if crop and crop < h else (h, w)
+    if crop and crop < h:
+        top = torch.randint(0, h - crop + 1, (n,), generator=gen).tolist()
+        left = torch.randint(0, w - crop + 1, (n,), generator=gen).tolist()
+    else:
+        top = left = [0] * n
+    flip = (torch.rand(n, generator=gen) < 0.5).tolist()
+    bx = torch.empty((n, x.shape[1], side_h, side_w), dtype=x.dtype)
+    by = torch.empty((n, y.shape[1], side_h, side_w), dtype=y.dtype)
+    for k, (i, t, l, f) in enumerate(zip(idx.tolist(), top, left, flip)):
+        wx, wy = x[i, :, t : t + side_h, l : l + side_w], y[i, :, t : t + side_h, l : l + side_w]
+        bx[k], by[k] = (wx.flip(-1), wy.flip(-1)) if f else (wx, wy)
+    return bx, by
+
+
+class LossTable:
+    """The latest training loss of every training image, and how often each was drawn."""
+
+    def __init__(self, n: int):
+        self.loss = torch.full((n,), float("nan"))
+        self.drawn = torch.zeros(n, dtype=torch.long)
+
+    def update(self, idx: torch.Tensor, losses: torch.Tensor) -> None:
+        self.loss[idx] = losses.detach().float().cpu()
+        self.drawn += torch.bincount(idx, minlength=len(self.drawn))
+
+    def weights(self, strength: float) -> torch.Tensor:
+        """Sampling weight (loss / mean loss) ** strength; unseen images count as average."""
+        known = self.loss[~self.loss.isnan()]
+        mean = known.mean() if len(known) else torch.tensor(1.0)
+        rel = torch.nan_to_num(self.loss / mean.clamp_min(1e-12), nan=1.0).clamp_min(1e-3)
+        return rel**strength
+
+
+def epoch_indices(n: int, epoch: int, seed: int, d: Dist, table: LossTable, strength: float) -> torch.Tensor:
+    """This rank's training indices for one epoch. Uniform: a DistributedSampler (every
+    image once, shuffled by seed + epoch). Hard examples: n draws with replacement,
+    weighted by the loss table, split across ranks the same way."""
+    if strength <= 0:
+        sampler = torch.utils.data.DistributedSampler(range(n), num_replicas=d.world, rank=d.rank,
+                                                      shuffle=True, seed=seed, drop_last=False)
+        sampler.set_epoch(epoch)
+        return torch.tensor(list(sampler), dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    drawn = torch.multinomial(table.weights(strength), n, replacement=True, generator=gen)
+    per_rank = math.ceil(n / d.world)
+    drawn = torch.cat([drawn, drawn[: per_rank * d.world - n]])  # pad like DistributedSampler
+    return drawn[d.rank :: d.world]
+
+
+def next_batch(L: torch.Tensor, ab: torch.Tensor, idx: torch.Tensor, crop: int, gen: torch.Generator,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training input pipeline: the images at `idx` from the in-memory split,
+    augmented, on the device (channels_last on CUDA). bench/suite.py times this against
+    a seed-style Dataset and checks the model does not wait on it."""
+    x, y = augment(L, ab, crop, gen, idx)
+    x, y = x.to(device), y.to(device)
+    if device.type == "cuda":
+        x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
+    return x, y
