@@ -303,7 +303,11 @@ def _cross_checks(p: dict) -> None:
         )
     if s["train"] <= 0:
         raise ParamsError("split.train: must be > 0")
-    t, size = p["train"], p["ingest"]["image_size"]
+    _model_checks(p["train"], p["ingest"]["image_size"])
+
+
+def _model_checks(t: dict, size: int) -> None:
+    """The train params against the working resolution: what every model needs to build."""
     # How many times the model halves its input: zhang and resnet work down to 1/8, the
     # U-Nets halve once per level, the plain CNN three times.
     if t["model"] in ("zhang", "resnet", "cnn"):
@@ -325,6 +329,22 @@ def validate(raw: Any) -> dict:
     params = _validate(raw, SCHEMA, "")
     _cross_checks(params)
     return params
+
+
+# What a checkpoint keeps of the params: all a model needs to be rebuilt and used (its
+# train params and the working resolution), and nothing the train stage does not depend on.
+MODEL_SCHEMA = {"train": SCHEMA["train"], "ingest": {"image_size": SCHEMA["ingest"]["image_size"]}}
+
+
+def model_args(params: dict) -> dict:
+    return {"train": params["train"], "ingest": {"image_size": params["ingest"]["image_size"]}}
+
+
+def validate_model_args(raw: Any) -> dict:
+    """A checkpoint's `args`, validated like params.yaml's sections they come from."""
+    args = _validate(raw, MODEL_SCHEMA, "")
+    _model_checks(args["train"], args["ingest"]["image_size"])
+    return args
 
 
 def load_params(path: str | os.PathLike = paths.PARAMS) -> dict:

@@ -4,7 +4,8 @@ The keys (torchvision's reference training scripts' names where they apply):
 - `model`: the state dict (a zhang model's bins and class weights are buffers in it);
 - `optimizer`, `lr_scheduler`: their state dicts (gan adds `critic_optimizer`);
 - `epoch`: the last completed epoch;
-- `args`: the validated params the run was trained with (the whole params.yaml);
+- `args`: what of the params the model needs: `train` and `ingest.image_size`
+  (params.model_args; nothing the train stage does not depend on);
 - `rng`: the RNG states, so a resumed run draws what the uninterrupted one would.
 The resume file `models/checkpoints/last.pt` adds `fingerprint`, `loss_table`,
 `drawn`, `history` and `mlflow_run_id` (see colorize/stages/train.py).
@@ -31,10 +32,10 @@ from torch import nn
 
 from colorize.common.errors import UserError, one_line
 from colorize.common.files import atomic_write
-from colorize.common.params import short, validate
+from colorize.common.params import short, validate_model_args
 from colorize.training.models import build_model, checkpoint_priors
 
-FORMAT = 2  # bump when the keys change: resume files of another format are not resumed
+FORMAT = 3  # bump when the keys change: resume files of another format are not resumed
 
 
 # ---------------------------------------------------------------------------- writing
@@ -55,7 +56,7 @@ def _canonical(obj):
     identity. A resumed run's optimizer keys come from the unpickled checkpoint, an
     uninterrupted run's from torch's own code: equal values, other objects, other bytes.
     So a resumed model.pt differed from an uninterrupted one (and DVC reran what follows)."""
-    if type(obj) is dict:
+    if isinstance(obj, dict):  # a plain dict: a subclass would be refused by weights_only loading
         return {_canonical(k): _canonical(v) for k, v in obj.items()}
     if type(obj) in (list, tuple):
         return type(obj)(_canonical(v) for v in obj)
@@ -72,12 +73,11 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found (train one with: dvc repro train)")
     ckpt = _torch_load(path, map_location)
-    # `params` was this key's name before `args` (checkpoints from before FORMAT 2).
-    args = ckpt.get("args", ckpt.get("params")) if isinstance(ckpt, dict) else None
+    args = ckpt.get("args") if isinstance(ckpt, dict) else None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or args is None:
         raise UserError(f"{path}: not a checkpoint of colorize/stages/train.py (expected a dict with 'model' and 'args')")
     try:
-        ckpt["args"] = validate(args)  # a checkpoint's params are checked like params.yaml
+        ckpt["args"] = validate_model_args(args)  # checked like params.yaml's train and ingest.image_size
     except UserError as e:
         raise UserError(f"{path}: checkpoint params: {e}") from None
     return ckpt

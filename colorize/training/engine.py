@@ -39,6 +39,7 @@ from colorize.common.colour import compose, normalise_ab, normalise_l
 from colorize.common.errors import UserError
 from colorize.common.files import atomic_write, write_json
 from colorize.common.grid import comparison_rows, save_grid
+from colorize.common.params import model_args
 from colorize.evaluation.metrics import psnr_uint8
 from colorize.training import checkpoint
 from colorize.training.batches import LossTable, epoch_indices, next_batch
@@ -160,7 +161,8 @@ def optimizer_key(name: str) -> str:
 
 def state_of(model, optimizers: dict, sched, epoch: int, params: dict) -> dict:
     """What a checkpoint holds (colorize/training/checkpoint.py's keys), RNG states included."""
-    state = dict(model=model.state_dict(), lr_scheduler=sched.state_dict(), epoch=epoch, args=params, rng=rng_state())
+    state = dict(model=model.state_dict(), lr_scheduler=sched.state_dict(), epoch=epoch, args=model_args(params),
+                 rng=rng_state())
     state.update({optimizer_key(name): opt.state_dict() for name, opt in optimizers.items()})
     return state
 
