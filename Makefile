@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export FIFTYONE_DO_NOT_TRACK := true
 
-.PHONY: setup browser browser-system run test bench review sync ui dag clean-venv
+.PHONY: setup browser browser-system run test test-fast bench review sync ui dag clean-venv
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ run: setup
 
 test: setup browser
 	$(BIN)/python -m pytest
+
+# The fast loop: every test but the slow (dvc repro, training), bench and browser ones.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not bench and not browser"
 
 # The benchmark suite: reports/bench.json and the README's performance table (~17 min).
 bench: setup

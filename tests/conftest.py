@@ -20,6 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(items):
+    """Marks by what a test needs, for `make test-fast` (-m "not slow and not bench and not
+    browser"): a browser test is one that asks for the browser tools; the bench smoke pass
+    is tests/test_bench.py."""
+    for item in items:
+        if "browser_tools" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+        if item.path.name == "test_bench.py":
+            item.add_marker(pytest.mark.bench)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def hermetic_env(tmp_path_factory):
     """Session-wide, so module-scoped fixtures (the e2e project) see it too."""

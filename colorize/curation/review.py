@@ -40,12 +40,18 @@ from colorize.curation.decisions import (
 
 DATASET = "colorize"
 FLAG_PREFIX = "flag:"
-# Fields mirrored from the curated manifest into each sample (when present).
-FIELDS = (
+# Fields mirrored from the curated manifest into each sample (when present), besides every
+# check's score (checks.SCORE_COLUMNS): what a reviewer filters and sorts by in the App.
+MANIFEST_FIELDS = (
     "cid", "source", "relpath", "label", "status", "keep", "reason", "auto_reason", "detail",
-    "defect", "negative", "duplicate_of", "near_dup_group", "relevance", "chroma_p95",
-    "tint_score", "hue_spread", "dark_score", "light_score", "blur_score", "info_score", "aspect_ratio",
+    "defect", "negative", "duplicate_of", "near_dup_group", "relevance",
 )
+
+
+def review_fields() -> tuple[str, ...]:
+    from colorize.curation.checks import SCORE_COLUMNS  # here: checks brings torch, the App's CLI needs none
+
+    return MANIFEST_FIELDS + SCORE_COLUMNS
 
 
 # ----------------------------------------------------------------------------- FiftyOne dataset
@@ -84,7 +90,7 @@ def sync_dataset(curated: pd.DataFrame, decisions: pd.DataFrame, name: str = DAT
         print(f"review: {int((~is_image).sum())} file(s) not named as images (e.g. "
               f"{Path(df.loc[~is_image, 'path'].iloc[0]).name}) are left out of the FiftyOne dataset")
         df = df[is_image]
-    fields = [f for f in FIELDS if f in df.columns]
+    fields = [f for f in review_fields() if f in df.columns]
     existing = dict(zip(ds.values("cid"), ds.values("id"))) if len(ds) else {}
     wanted = set(df["cid"])
     gone = [sid for cid, sid in existing.items() if cid not in wanted]

@@ -28,11 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from tqdm import tqdm
 
 from colorize.common import tracking
-from colorize.common.colour import chroma, uint8_to_lab
 from colorize.curation import checks
 
 REASONS = (
@@ -53,16 +50,6 @@ GARDEN_TRUTH = {
 # Not png_alpha: its transparent background is composited over white, which makes a
 # visibly different picture (and the near-duplicate check rightly keeps both).
 COPY_KINDS = {"near_duplicate", "cmyk", "palette"}
-
-
-def chroma_p95(images: np.ndarray, batch: int = 256) -> np.ndarray:
-    """95th percentile of per-pixel Lab chroma, per image, for (n, S, S, 3) uint8."""
-    out = np.empty(len(images), dtype=np.float32)
-    for start in tqdm(range(0, len(images), batch), desc="curate: chroma", unit="batch", leave=False):
-        lab = uint8_to_lab(images[start : start + batch])
-        c = chroma(lab).flatten(1)
-        out[start : start + batch] = torch.quantile(c, 0.95, dim=1).numpy()
-    return out
 
 
 def _assign(reason, detail, mask, name, details) -> None:
@@ -97,7 +84,14 @@ def curate(manifest: pd.DataFrame, images: np.ndarray | None, params: dict, rele
     _assign(reason, detail, usable & (short_side < cfg["min_side"]), "too_small",
             [f"{w}x{h} < {cfg['min_side']}" for w, h in zip(df["width"], df["height"])])
 
-    df["chroma_p95"] = on_usable(chroma_p95(images)) if usable.any() else np.nan
+    # Every check's score, once (checks.py): the columns the decisions below are read from.
+    if usable.any():
+        scores = checks.quality_scores(images, df.loc[usable, "width"].to_numpy(), df.loc[usable, "height"].to_numpy())
+        for col in scores.columns:
+            df[col] = on_usable(scores[col].to_numpy())
+    else:
+        for col in checks.SCORE_COLUMNS:
+            df[col] = np.nan
     gray = usable & (df["chroma_p95"].to_numpy() < cfg["gray_chroma"])
     _assign(reason, detail, gray, "grayscale", [f"chroma_p95={c:.2f} < {cfg['gray_chroma']}" for c in df["chroma_p95"]])
 
@@ -111,9 +105,6 @@ def curate(manifest: pd.DataFrame, images: np.ndarray | None, params: dict, rele
                 [f"relevance={r:.3f} < {threshold}" for r in df["relevance"]])
 
     if usable.any():
-        scores = checks.quality_scores(images, df.loc[usable, "width"].to_numpy(), df.loc[usable, "height"].to_numpy())
-        for col in scores.columns:
-            df[col] = on_usable(scores[col].to_numpy())
         flagged = checks.flags(scores, thresholds(cfg))
         for name in ("tinted", "dark", "overexposed", "blurry", "low_information", "odd_aspect_ratio"):
             mask = np.zeros(n, bool)
