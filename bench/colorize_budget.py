@@ -3,8 +3,8 @@
     python bench/colorize_budget.py [--model models/model.pt] [--runs 3] [--workdir DIR]
 
 Without --model it trains nothing: it builds the default model of params.yaml with random
-init (seed 0) and saves it exactly as colorize/stages/train.py does (`train._state`:
-model, optimizer, scheduler, epoch, params, rng), so the numbers are those of the
+init (seed 0) and saves it exactly as the training engine does (colorize/training/
+engine.py, `state_of`: model, optimizer, scheduler, epoch, args, rng), so the numbers are those of the
 default architecture, whatever its weights. Then it writes two photo-like JPEGs
 (1224x816 = 1.0 MP and 6000x4000 = 24 MP) and, for each, runs the CLI in a fresh
 subprocess `--runs` times, recording the wall time and the child's peak RSS (the
@@ -40,21 +40,21 @@ SIZES = {"1mp": (1224, 816), "24mp": (6000, 4000)}
 
 
 def make_checkpoint(path: Path) -> Path:
-    """Random-init default model, saved in train.py's checkpoint format."""
+    """Random-init default model, saved in the training engine's checkpoint format."""
     import torch
 
-    from colorize.training.models import build_model
     from colorize.common.params import load_params
     from colorize.training import checkpoint
-    from colorize.stages.train import _optimizers, _state, warmup_cosine
+    from colorize.training.engine import state_of, warmup_cosine
+    from colorize.training.models import build_model
 
     params = load_params(ROOT / "params.yaml")
     cfg = params["train"]
     torch.manual_seed(cfg["seed"])
     model = build_model(cfg, load_weights=False)
-    opt, critic_opt = _optimizers(model, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg["warmup_epochs"], cfg["epochs"]))
-    checkpoint.save(path, _state(model, opt, critic_opt, sched, 0, params))
+    optimizers = model.configure_optimizers(cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizers["model"], warmup_cosine(cfg["warmup_epochs"], cfg["epochs"]))
+    checkpoint.save(path, state_of(model, optimizers, sched, 0, params))
     return path
 
 

@@ -2,10 +2,10 @@
 
     python -m bench.suite                     # everything (about 17 min on 2 cores)
     python -m bench.suite --only ingest,lab   # some sections; the rest of bench.json is kept
-    python -m bench.suite --smoke --out X --readme Y   # tiny sizes, one run (make test does this)
+    python -m bench.suite --smoke --out X --doc Y   # tiny sizes, one run (make test does this)
 
 Writes `reports/bench.json` and the table between the `bench:begin`/`bench:end` markers
-of README.md. Each figure is the median of several runs with its spread (min..max),
+of docs/performance.md. Each figure is the median of several runs with its spread (min..max),
 and, where a seed-style way exists, a ratio to it taken in the same run: the two are
 timed alternately on the same inputs (bench/seed_style.py is that baseline: full JPEG
 decode, per-image scikit-image float64 work inside a Dataset's `__getitem__`, every
@@ -15,7 +15,7 @@ epoch). Sections:
 - lab         RGB -> Lab, img/s: colorize.common.colour (batched float32 torch) vs skimage
 - curate      quality checks and the near-duplicate search, img/s
 - priors      ab-bin counting on one core, pixels/s
-- loader      training input pipeline, img/s delivered: colorize.training.loader + train.next_batch
+- loader      training input pipeline, img/s delivered: colorize.training.loader + batches.next_batch
 - train_step  img/s per model, real loader vs a batch already in memory (data-bound?)
 - evaluate    predictions + four metrics, img/s
 - colorize    1 MP latency, 24 MP wall time and peak memory (fresh processes)
@@ -148,7 +148,7 @@ class Data:
     """The files and arrays the sections share, made once per run."""
 
     def __init__(self, work: Path, sizes: Sizes):
-        from colorize.stages.ingest import _process
+        from colorize.sources.ingest import _process
 
         self.work, self.sizes = work, sizes
         ingest = load_params(ROOT / "params.yaml")["ingest"]
@@ -180,7 +180,7 @@ class Data:
 # ------------------------------------------------------------------------ sections
 
 def bench_ingest(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
-    from colorize.stages.ingest import _process
+    from colorize.sources.ingest import _process
 
     figures, details = [], {}
     size = data.image_size
@@ -234,8 +234,8 @@ def bench_curate(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
 
 
 def bench_priors(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
-    from colorize.stages import priors
     from colorize.common.colour import ab_bins
+    from colorize.training import priors
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the target is per core
@@ -274,7 +274,7 @@ def _working_store(images: np.ndarray, folder: Path) -> tuple[Path, Path]:
 
 
 def _train_tensors(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """L and ab as train.py holds them: normalised, (n, 1, S, S) and (n, 2, S, S)."""
+    """L and ab as the training engine holds them: normalised, (n, 1, S, S) and (n, 2, S, S)."""
     from colorize.common.colour import normalise_ab, normalise_l, uint8_to_lab
 
     lab = uint8_to_lab(images)
@@ -283,8 +283,8 @@ def _train_tensors(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 
 def bench_loader(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
     from colorize.common.colour import normalise_ab, normalise_l
+    from colorize.training.batches import next_batch
     from colorize.training.loader import load_split
-    from colorize.stages.train import next_batch
 
     cfg = load_params(ROOT / "params.yaml")["train"]
     files = data.photos[: sizes.loader_files]
@@ -293,7 +293,7 @@ def bench_loader(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
     epochs = cfg["epochs"]
 
     def ours():
-        """train.py's way: the split loaded once into Lab tensors, then `epochs` epochs of batches."""
+        """The engine's way: the split loaded once into Lab tensors, then `epochs` epochs of batches."""
         split = load_split("train", manifest, shards)
         L, ab = normalise_l(split.L)[:, None], normalise_ab(split.ab).permute(0, 3, 1, 2).contiguous()
         gen = torch.Generator().manual_seed(0)
@@ -317,8 +317,8 @@ def bench_loader(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
 
 
 def _zhang_priors(images: np.ndarray, cfg: dict) -> dict[str, torch.Tensor]:
-    from colorize.stages import priors
     from colorize.common.colour import ab_bins
+    from colorize.training import priors
 
     bins = ab_bins().numpy().astype(np.float64)
     counts = priors.image_bin_counts(images, len(bins))
@@ -328,10 +328,12 @@ def _zhang_priors(images: np.ndarray, cfg: dict) -> dict[str, torch.Tensor]:
 
 
 def train_step_rates(data: Data, sizes: Sizes, device: torch.device) -> dict[str, dict]:
-    """Per model: img/s with the real loader (train.next_batch each step) and with one
+    """Per model: img/s with the real loader (batches.next_batch each step) and with one
     batch already on the device, and the share of the step spent getting the batch."""
+    from colorize.training.batches import next_batch
+    from colorize.training.engine import LossOf, autocast_for
     from colorize.training.models import build_model
-    from colorize.stages.train import Dist, LossOf, _optimizers, autocast_for, next_batch, train_step
+    from colorize.training.models.base import StepContext
 
     params = load_params(ROOT / "params.yaml")
     cfg = params["train"]
@@ -349,9 +351,11 @@ def train_step_rates(data: Data, sizes: Sizes, device: torch.device) -> dict[str
         if cuda:
             model = model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
-        opt, critic_opt = _optimizers(model, mcfg)
-        loss_of, autocast, d = LossOf(model), autocast_for(device), Dist()
-        adversarial = name == "gan"  # gan's WGAN-GP step, what all but its first pretrain_epochs run
+        optimizers = model.configure_optimizers(mcfg)
+        # An epoch after gan's L1 pretraining: its WGAN-GP step, what all but its first
+        # pretrain_epochs run (the other models step the same in every epoch).
+        ctx = StepContext(mcfg, mcfg["gan"]["pretrain_epochs"] + 1, autocast_for(device), LossOf(model),
+                          lambda params: None)  # one process: nothing to average
         gen = torch.Generator().manual_seed(0)
         fixed = next_batch(L, ab, torch.arange(bs) % len(L), mcfg["crop"], gen, device)
         waited = []
@@ -364,13 +368,13 @@ def train_step_rates(data: Data, sizes: Sizes, device: torch.device) -> dict[str
                 x, y = next_batch(L, ab, idx, mcfg["crop"], gen, device)
                 sync()
                 wait += time.perf_counter() - t
-                train_step(model, loss_of, opt, critic_opt, x, y, mcfg, autocast, d, adversarial, False)
+                model.training_step(x, y, optimizers, ctx)
             sync()
             waited.append(wait)
 
         def memory():
             for _ in range(steps):
-                train_step(model, loss_of, opt, critic_opt, *fixed, mcfg, autocast, d, adversarial, False)
+                model.training_step(*fixed, optimizers, ctx)
             sync()
 
         a, b = alternate(real, memory, sizes.repeat)
@@ -612,16 +616,16 @@ def machine() -> dict:
             "cuda": torch.cuda.is_available(), "python": platform.python_version(), "platform": platform.platform()}
 
 
-def update_readme(readme: Path, report: dict) -> None:
-    text = readme.read_text()
+def update_table(doc: Path, report: dict) -> None:
+    text = doc.read_text()
     if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme}: no {BEGIN} ... {END} markers to put the table between")
+        raise SystemExit(f"{doc}: no {BEGIN} ... {END} markers to put the table between")
     m = report["machine"]
     body = (f"\n_Measured {report['date']} on {m['cpus']} CPU cores, torch {m['torch']} "
             f"({'CUDA' if m['cuda'] else 'no GPU'}); medians of {report['repeat']} runs unless the section says "
             f"otherwise; data: {report['data']}._\n\n{table(report['figures'])}\n")
     start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    readme.write_text(text[:start] + body + text[end:])
+    doc.write_text(text[:start] + body + text[end:])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -629,7 +633,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes and one run: checks the code, not the speed")
     ap.add_argument("--only", default="", help=f"comma-separated sections of {', '.join(SECTIONS)}")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "bench.json")
-    ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md",
+                    help="the Markdown file whose bench:begin/bench:end table is rewritten")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
     args = ap.parse_args(argv)
     only = [s for s in args.only.split(",") if s] or list(SECTIONS)
@@ -667,8 +672,8 @@ def main(argv: list[str] | None = None) -> None:
               "targets_missed": [f["id"] for f in figures if f["met"] is False]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    update_readme(args.readme, report)
-    print(f"bench: wrote {args.out} and the table in {args.readme}"
+    update_table(args.doc, report)
+    print(f"bench: wrote {args.out} and the table in {args.doc}"
           + (f"; targets missed: {report['targets_missed']}" if report["targets_missed"] else ""), file=sys.stderr)
 
 

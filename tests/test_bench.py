@@ -1,7 +1,7 @@
 """Code test of the benchmark suite: one --smoke pass, so `make bench` cannot rot.
 
 It checks that every section runs and reports what it says (figures with the fields
-the README table needs, the baseline's counts agreeing, the rerun list parsed from a
+the performance table needs, the baseline's counts agreeing, the rerun list parsed from a
 real `dvc repro`), never how fast anything was.
 """
 from __future__ import annotations
@@ -15,11 +15,11 @@ from tests.conftest import ROOT
 SECTIONS_WITH_BASELINE = {"ingest", "lab", "curate", "priors", "loader", "train_step", "evaluate", "colorize"}
 
 
-def test_smoke_pass_writes_bench_json_and_readme_table(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("# x\n\n<!-- bench:begin -->\nold table\n<!-- bench:end -->\n\nafter\n")
+def test_smoke_pass_writes_bench_json_and_the_performance_table(tmp_path):
+    doc = tmp_path / "performance.md"
+    doc.write_text("# x\n\n<!-- bench:begin -->\nold table\n<!-- bench:end -->\n\nafter\n")
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.suite", "--smoke", "--out", str(out), "--readme", str(readme),
+    proc = subprocess.run([sys.executable, "-m", "bench.suite", "--smoke", "--out", str(out), "--doc", str(doc),
                            "--work", str(tmp_path / "work")], cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads(out.read_text())
@@ -47,14 +47,14 @@ def test_smoke_pass_writes_bench_json_and_readme_table(tmp_path):
     # GPU: ran where CUDA is, else says why not
     gpu = report["details"]["gpu"]
     assert gpu["ran"] is True or "cuda" in gpu["reason"]
-    text = readme.read_text()
+    text = doc.read_text()
     assert "old table" not in text and text.endswith("\nafter\n")
     assert text.count("| ") > len(figures) and "train step, gan" in text
 
 
 def test_only_keeps_the_other_sections(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("<!-- bench:begin --><!-- bench:end -->\n")
+    doc = tmp_path / "performance.md"
+    doc.write_text("<!-- bench:begin --><!-- bench:end -->\n")
     out = tmp_path / "bench.json"
     previous = {"figures": [{"id": "evaluate", "section": "evaluate", "what": "kept", "unit": "img/s", "ours": 1.0,
                              "ours_spread": [1.0, 1.0], "baseline": 0.5, "baseline_spread": None, "ratio": 2.0,
@@ -62,11 +62,11 @@ def test_only_keeps_the_other_sections(tmp_path):
                 "details": {"evaluate": {"images": 3}}}
     out.write_text(json.dumps(previous))
     proc = subprocess.run([sys.executable, "-m", "bench.suite", "--smoke", "--only", "lab", "--out", str(out),
-                           "--readme", str(readme)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                           "--doc", str(doc)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads(out.read_text())
     assert [f["section"] for f in report["figures"]] == ["lab", "evaluate"]
     assert report["details"]["evaluate"] == {"images": 3}
-    bad = subprocess.run([sys.executable, "-m", "bench.suite", "--only", "nope", "--out", str(out), "--readme",
-                          str(readme)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    bad = subprocess.run([sys.executable, "-m", "bench.suite", "--only", "nope", "--out", str(out), "--doc",
+                          str(doc)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "unknown section" in bad.stderr

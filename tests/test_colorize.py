@@ -1,7 +1,7 @@
 """colorize/cli/colorize.py: full-resolution colorization of files and folders.
 
-A tiny random-init U-Net checkpoint is made here and saved exactly as colorize/stages/train.py
-saves one (`train._state`). The CLI runs in a subprocess where exit status and messages
+A tiny random-init U-Net checkpoint is made here and saved exactly as the training engine
+saves one (colorize/training/engine.py, `state_of`). The CLI runs in a subprocess where exit status and messages
 matter, and in-process elsewhere.
 
 The L guarantee: the output keeps the input's L up to 8-bit rounding. Rounding each
@@ -53,19 +53,19 @@ def _params(width: int = 4) -> dict:
 
 
 def save_like_train(path: Path, params: dict, **extra) -> Path:
-    """A random-init model of params['train'], saved as colorize/stages/train.py saves one."""
+    """A random-init model of params['train'], saved as the training engine saves one."""
     from colorize.training import checkpoint
+    from colorize.training.engine import state_of, warmup_cosine
     from colorize.training.models import build_model
-    from colorize.stages.train import _optimizers, _state, warmup_cosine
 
     cfg = params["train"]
     torch.manual_seed(0)
     model = build_model(cfg, load_weights=False)
     with torch.no_grad():  # a visible colour cast, so outputs are not near-gray
         model.head.bias.copy_(torch.tensor([0.15, 0.25]))
-    opt, critic_opt = _optimizers(model, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg["warmup_epochs"], cfg["epochs"]))
-    checkpoint.save(path, {**_state(model, opt, critic_opt, sched, 0, params), **extra})
+    optimizers = model.configure_optimizers(cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizers["model"], warmup_cosine(cfg["warmup_epochs"], cfg["epochs"]))
+    checkpoint.save(path, {**state_of(model, optimizers, sched, 0, params), **extra})
     return path
 
 

@@ -10,13 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from colorize.stages import curate
-
-from colorize.stages import download
-
-from colorize.stages import ingest
-
 from colorize.curation import relevance
+from colorize.curation import rules as curate
+from colorize.sources.ingest import ingest
+from colorize.sources.registry import download
 from colorize.common.params import validate
 from colorize.common.shards import load_images
 from tests.conftest import ROOT
@@ -30,8 +27,8 @@ def curated(tmp_path_factory):
     p["data"]["garden"]["n_images"] = 600
     params = validate(p)
     work = tmp_path_factory.mktemp("curation")
-    listing = download.download(params, raw_dir=work / "raw")
-    manifest = ingest.ingest(listing, params, out_dir=work / "ingest")
+    listing = download(params, work / "raw", work / "raw" / "listing.csv")
+    manifest = ingest(listing, params, work / "ingest")
     usable = manifest[manifest["status"] == "ok"].reset_index(drop=True)
     images = load_images(usable, work / "ingest" / "shards")
     y = relevance.weak_labels(usable, pd.DataFrame(columns=["id", "decision", "reason", "time"]), [])

@@ -63,14 +63,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from colorize.curation import fodb
-
 from colorize.common import images as imageio
-
-from colorize.curation import review
-
-from colorize.stages import train
+from colorize.common import paths
 from colorize.common.images import STATUSES, decode, fit_square
+from colorize.curation import fodb, review
+from colorize.curation.decisions import read_decisions, write_decisions
 from tests.conftest import ROOT, SHARED_DATA, TINY, bin_path, make_project, run
 from tests.faultkit import (
     DB, DVC, Watched, alive, assert_clean, cannot, copy_project, descendants, dvc, fill, kill_group, mongods_on,
@@ -92,10 +89,10 @@ def decide(proj: Path) -> None:
     """A person's decisions on two clean, usable images: reject one, keep the other."""
     manifest = pd.read_parquet(proj / "data" / "ingest" / "manifest.parquet")
     clean = sorted(manifest.query("status == 'ok' and defect == 'none'")["id"])
-    review.write_decisions(pd.DataFrame([
+    write_decisions(pd.DataFrame([
         {"id": clean[0], "decision": "reject", "reason": "irrelevant", "time": "2026-01-01T00:00:00Z"},
         {"id": clean[1], "decision": "keep", "reason": "", "time": "2026-01-01T00:00:00Z"},
-    ]), proj / review.DECISIONS)
+    ]), proj / paths.DECISIONS)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +103,7 @@ def baseline(tmp_path_factory) -> Path:
     try:
         dvc(["repro", "ingest"], proj)
         decide(proj)
-        run(["git", "commit", "-qm", "two decisions", str(review.DECISIONS)], proj)
+        run(["git", "commit", "-qm", "two decisions", str(paths.DECISIONS)], proj)
         dvc(["repro"], proj)
     finally:
         stop_mongods(proj / DB)
@@ -234,7 +231,7 @@ def assert_same_as_baseline(proj: Path, baseline: Path) -> None:
     ours, theirs = outs_hashes(proj), outs_hashes(baseline)
     assert {k: v for k, v in ours.items() if k not in CLOCK} == {k: v for k, v in theirs.items() if k not in CLOCK}
     assert git_status(proj) == git_status(baseline)  # no stray temporary files either
-    assert (proj / review.DECISIONS).read_bytes() == (baseline / review.DECISIONS).read_bytes()
+    assert (proj / paths.DECISIONS).read_bytes() == (baseline / paths.DECISIONS).read_bytes()
 
 
 @pytest.mark.slow
@@ -370,7 +367,7 @@ def test_two_downloads_into_one_cache_at_once(slow_mirror):
 
 
 # ============================================================================= the App under signals
-# The baseline's FiftyOne database, the real App from `python -m colorize.curation.review app`, and
+# The baseline's FiftyOne database, the real App from `colorize-review app`, and
 # tags set through the App server's `/tag` route (the one its UI calls). After each
 # fault no decision is lost (decisions.csv and the App's tags), and no mongod or App
 # server is left behind.
@@ -389,11 +386,11 @@ def project(baseline, tmp_path) -> Path:
 
 
 def sync(proj: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "colorize.curation.review", "sync"], proj, check=check, timeout=300)
+    return run([sys.executable, "-m", "colorize.cli.review", "sync"], proj, check=check, timeout=300)
 
 
 def decisions(proj: Path) -> list[list[str]]:
-    return review.read_decisions(proj / review.DECISIONS)[["id", "decision", "reason"]].values.tolist()
+    return read_decisions(proj / paths.DECISIONS)[["id", "decision", "reason"]].values.tolist()
 
 
 def undecided(proj: Path, n: int) -> list[str]:
@@ -700,14 +697,14 @@ def test_two_processes_share_a_mongod_and_the_starter_waits_for_the_other(tmp_pa
 def test_a_deleted_database_is_rebuilt_from_the_curated_manifest(project):
     """`rm -rf .fiftyone/db`: `review sync` rebuilds the dataset itself (dvc would skip
     curate), says so, and decisions.csv is unchanged, byte for byte."""
-    csv = (project / review.DECISIONS).read_bytes()
+    csv = (project / paths.DECISIONS).read_bytes()
     shutil.rmtree(project / DB)
     synced = sync(project)
     assert "rebuilding it from data/curated/manifest.parquet" in synced.stderr, synced.stderr[-3000:]
-    assert (project / review.DECISIONS).read_bytes() == csv
+    assert (project / paths.DECISIONS).read_bytes() == csv
     again = sync(project)
     assert "rebuilding" not in again.stderr  # the rebuilt dataset stayed
-    assert (project / review.DECISIONS).read_bytes() == csv
+    assert (project / paths.DECISIONS).read_bytes() == csv
     assert_clean(project, "curate")
 
 
@@ -781,7 +778,7 @@ def resume_until_exit(proc: subprocess.Popen, timeout: float) -> subprocess.Comp
 
 
 def weights_of(proj: Path) -> dict:
-    return torch.load(proj / train.MODEL_PATH, weights_only=True)["model"]
+    return torch.load(proj / paths.MODEL, weights_only=True)["model"]
 
 
 def same_weights(a: dict, b: dict) -> bool:
@@ -857,7 +854,7 @@ def test_mlflow_server_down_at_start_and_dying_mid_training(prepared, straight, 
     proj = copy_of(prepared, tmp_path, "proj")
     port, store = _free_port(), tmp_path / "server"
     env = {"MLFLOW_TRACKING_URI": f"http://{LOOPBACK}:{port}"}
-    ckpt = proj / train.RESUME_PATH
+    ckpt = proj / paths.RESUME
     with mlflow_server(store, port) as server, training(proj, env) as proc:
         epoch = pause_at_first_checkpoint(proc, ckpt)  # held while the server goes
         server.stop()
@@ -881,8 +878,8 @@ def test_mlflow_server_down_at_start_and_dying_mid_training(prepared, straight, 
     with mlflow_server(store, port):  # back, on the same store
         again = run_stage(proj, "train", env)
         assert again.returncode == 0, again.stderr[-3000:]
-        assert f"resuming from {train.RESUME_PATH} after epoch {epoch}" in again.stdout
-        run_id = json.loads((proj / train.REPORT).read_text())["mlflow_run_id"]
+        assert f"resuming from {paths.RESUME} after epoch {epoch}" in again.stdout
+        run_id = json.loads((proj / paths.TRAIN_REPORT).read_text())["mlflow_run_id"]
         assert epochs_logged(url, run_id) == list(range(1, EPOCHS + 1))  # each epoch once, none lost
         assert epochs_logged(url, run_id, "val_psnr") == list(range(1, EPOCHS + 1))
     assert same_weights(weights_of(proj), straight)
@@ -903,9 +900,9 @@ def test_mlflow_unreachable_dvc_repro_train_is_one_line(baseline, tmp_path):
     assert lines == [f"error: MLflow server {url} is unreachable (connection refused): start it or unset "
                      "MLFLOW_TRACKING_URI"], out.stdout + out.stderr
     assert took < QUICK, f"{took:.0f} s"
-    assert not (proj / train.RESUME_PATH).exists()  # no epoch was run
+    assert not (proj / paths.RESUME).exists()  # no epoch was run
     dvc(["repro"], proj)
-    assert (proj / train.MODEL_PATH).exists()
+    assert (proj / paths.MODEL).exists()
     assert_clean(proj)
 
 
@@ -945,7 +942,7 @@ def test_mlflow_server_refusing_credentials_is_one_line(prepared, tmp_path, monk
         assert line.startswith(f"error: MLflow server {url} refused the credentials (HTTP 401)"), line
         assert "MLFLOW_TRACKING_USERNAME" in line and "MLFLOW_TRACKING_PASSWORD" in line
         assert time.monotonic() - started < QUICK
-        assert not (proj / train.RESUME_PATH).exists()
+        assert not (proj / paths.RESUME).exists()
         # the right password passes the check
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
@@ -962,7 +959,7 @@ def test_mlflow_run_gone_while_a_checkpoint_waits(prepared, straight, tmp_path):
     has every epoch's metrics; the old store keeps the old run."""
     proj = copy_of(prepared, tmp_path, "proj")
     epoch = kill_at_first_checkpoint(proj, env={"MLFLOW_TRACKING_URI": sqlite_uri(proj / "mlflow.db")})
-    old_run = torch.load(proj / train.RESUME_PATH, weights_only=True)["mlflow_run_id"]
+    old_run = torch.load(proj / paths.RESUME, weights_only=True)["mlflow_run_id"]
     away = tmp_path / "moved-away.db"
     shutil.move(proj / "mlflow.db", away)
 
@@ -970,7 +967,7 @@ def test_mlflow_run_gone_while_a_checkpoint_waits(prepared, straight, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     said = [ln for ln in again.stdout.splitlines() if old_run in ln]
     assert len(said) == 1 and "is not in the store" in said[0] and f"after epoch {epoch}" in said[0], again.stdout
-    new_run = json.loads((proj / train.REPORT).read_text())["mlflow_run_id"]
+    new_run = json.loads((proj / paths.TRAIN_REPORT).read_text())["mlflow_run_id"]
     assert new_run != old_run
     from mlflow import MlflowClient
 
@@ -983,7 +980,7 @@ def test_mlflow_run_gone_while_a_checkpoint_waits(prepared, straight, tmp_path):
     assert MlflowClient(sqlite_uri(away)).get_run(old_run).info.run_id == old_run
     assert set(epochs_logged(sqlite_uri(away), old_run)) <= set(range(1, epoch + 1))
     assert same_weights(weights_of(proj), straight)
-    assert not (proj / train.RESUME_PATH).exists()
+    assert not (proj / paths.RESUME).exists()
 
 
 @pytest.mark.slow
@@ -1003,11 +1000,11 @@ def test_corrupt_mlflow_db_is_one_line_naming_it(prepared, tmp_path):  # noqa: F
         line = the_error_line(broken)
         assert line.startswith(f"error: MLflow store {db.resolve()} ") and f"mv {db.resolve()} " in line, line
         assert time.monotonic() - started < QUICK
-        assert not (proj / train.RESUME_PATH).exists()  # no work done
+        assert not (proj / paths.RESUME).exists()  # no work done
     shutil.move(db, proj / "mlflow.db.broken")  # the advice
     again = run_stage(proj, "train")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert (proj / train.MODEL_PATH).exists()
+    assert (proj / paths.MODEL).exists()
 
 
 # ============================================================================= disk full
@@ -1059,21 +1056,21 @@ def test_disk_full_while_writing_a_checkpoint(prepared, straight, tmp_path):  # 
     (atomic write, no temporary left), and once space is freed the rerun resumes from
     the last complete epoch to the uninterrupted run's weights, each epoch logged once."""
     proj = copy_of(prepared, tmp_path, "proj")
-    ckpt = proj / train.RESUME_PATH
+    ckpt = proj / paths.RESUME
     store = {"MLFLOW_TRACKING_URI": sqlite_uri(proj / "mlflow.db")}
     with tmpfs(ckpt.parent, "16m"), training(proj, store) as proc:
         epoch = pause_at_first_checkpoint(proc, ckpt)  # the disk fills while it trains the next epoch
         filler = fill(ckpt.parent, leave=ckpt.stat().st_size // 2)  # room for half a checkpoint
         line = the_error_line(resume_until_exit(proc, timeout=300))
-        assert line.startswith(f"error: disk full writing {train.RESUME_PATH} ("), line
+        assert line.startswith(f"error: disk full writing {paths.RESUME} ("), line
         assert torch.load(ckpt, weights_only=True)["epoch"] == epoch  # the previous one, whole
         assert sorted(p.name for p in ckpt.parent.iterdir()) == ["filler", ckpt.name]  # no partial file left
         filler.unlink()  # space freed
         again = run_stage(proj, "train", store)
         assert again.returncode == 0, again.stderr[-3000:]
-        assert f"resuming from {train.RESUME_PATH} after epoch {epoch}" in again.stdout
+        assert f"resuming from {paths.RESUME} after epoch {epoch}" in again.stdout
     assert same_weights(weights_of(proj), straight)
-    run_id = json.loads((proj / train.REPORT).read_text())["mlflow_run_id"]
+    run_id = json.loads((proj / paths.TRAIN_REPORT).read_text())["mlflow_run_id"]
     assert epochs_logged(store["MLFLOW_TRACKING_URI"], run_id) == list(range(1, EPOCHS + 1))
 
 
@@ -1086,7 +1083,7 @@ def test_disk_full_in_curates_mlflow_logging(baseline, tmp_path):
     # The baseline's relevance scores are there, as in the pipeline; curate builds its
     # review dataset afresh (the copy has no FiftyOne database).
     proj = copy_project(baseline, tmp_path / "proj")
-    csv = (proj / review.DECISIONS).read_bytes()
+    csv = (proj / paths.DECISIONS).read_bytes()
     with tmpfs(tmp_path / "disk", "4m") as disk:
         uri = sqlite_uri(disk / "mlflow.db")
         MlflowClient(uri).create_experiment("colorize", artifact_location=(disk / "mlartifacts").as_uri())
@@ -1099,7 +1096,7 @@ def test_disk_full_in_curates_mlflow_logging(baseline, tmp_path):
         runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("colorize").experiment_id],
                                              filter_string="tags.stage = 'curate' and attributes.status = 'FINISHED'")
         assert len(runs) == 1 and "kept" in runs[0].data.metrics
-    assert (proj / review.DECISIONS).read_bytes() == csv
+    assert (proj / paths.DECISIONS).read_bytes() == csv
 
 
 # ============================================================================= tampered checkpoints
@@ -1144,7 +1141,7 @@ def test_tampered_checkpoint_is_one_line_fast(tmp_path, attack):
     elif attack == "billion laughs in a number":
         ckpt["args"]["train"]["width"] = _bomb()
     else:
-        ckpt["args"]["evaluate"]["temperatures"] = [0.5, _bomb()]
+        ckpt["args"]["train"]["lr"] = [0.5, _bomb()]
     torch.save(ckpt, path)
     Image.new("L", (16, 16), 120).save(tmp_path / "a.png")
     proc, seconds, rss_mb = cli_measured(tmp_path, tmp_path / "a.png", "-o", tmp_path / "out", "--model", path)

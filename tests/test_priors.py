@@ -8,10 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
-from colorize.stages import priors
+from colorize.common import paths
 from colorize.common.colour import ab_bins, nearest_bin, rgb_to_lab, rgb_uint8_to_bins
 from colorize.common.shards import ShardWriter
+from colorize.stages import priors as stage
+from colorize.training import priors
+from tests.conftest import ROOT
 
 RED, BLUE, GRAY = (200, 30, 40), (30, 60, 200), (128, 128, 128)
 
@@ -90,16 +94,25 @@ def test_entropy():
     assert priors.entropy_bits(np.array([1.0, 0.0])) == 0.0
 
 
-def _params(image_size: int = 10) -> dict:
-    return {"priors": {"image_size": image_size, "min_chroma": 4.0, "sigma": 5.0, "mix": 0.5}}
+def run_stage(project, image_size: int = 10, min_chroma: float = 4.0) -> dict:
+    """The priors stage's main in `project` (the cwd), with params.yaml's priors section
+    set here; its report as written."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["priors"].update(image_size=image_size, min_chroma=min_chroma, sigma=5.0, mix=0.5)
+    (project / paths.PARAMS).write_text(yaml.safe_dump(p))
+    stage.main()
+    return json.loads(paths.PRIORS_REPORT.read_text())
+
+
+OUTPUTS = (paths.PRIORS, paths.PRIORS_REPORT, paths.PRIOR_PLOT, paths.WEIGHTS_PLOT)
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    """A shard store with 4 red/blue training images, 1 gray training image and 2
-    all-blue validation images."""
+    """A project dir (the cwd) whose split has 4 red/blue training images, 1 gray
+    training image and 2 all-blue validation images, in a shard store."""
     monkeypatch.chdir(tmp_path)
-    writer = ShardWriter(tmp_path / "shards", shard_size=3, image_size=10)  # several shards
+    writer = ShardWriter(paths.SHARDS, shard_size=3, image_size=10)  # several shards
     images = list(_two_colour_images()) + [np.full((10, 10, 3), GRAY, np.uint8)] + [np.full((10, 10, 3), BLUE, np.uint8)] * 2
     where = [writer.add(im) for im in images]
     writer.close()
@@ -109,12 +122,13 @@ def store(tmp_path, monkeypatch):
         "split": ["train"] * 5 + ["val"] * 2,
         "chroma_p95": [60.0] * 4 + [0.0] + [60.0] * 2,
     })
-    manifest.to_parquet(tmp_path / "split.parquet")
+    paths.SPLIT_MANIFEST.parent.mkdir(parents=True)
+    manifest.to_parquet(paths.SPLIT_MANIFEST)
     return tmp_path
 
 
 def test_the_stage_counts_only_colourful_training_images(store):
-    report = priors.compute(_params(), manifest=store / "split.parquet", shards=store / "shards", progress=False)
+    report = run_stage(store)
     assert report["n_images"] == 4 and report["n_gray_skipped"] == 1
     assert report["n_pixels"] == 4 * 100
     assert report["bins_seen"] == 2
@@ -123,17 +137,16 @@ def test_the_stage_counts_only_colourful_training_images(store):
     red = ab_bins().numpy()[_bin_of(RED)]
     assert (top["a"], top["b"], top["share"]) == (pytest.approx(red[0]), pytest.approx(red[1]), pytest.approx(0.6))
     assert report["weight_expected"] == pytest.approx(1.0)
-    saved = np.load(priors.PRIORS)
+    saved = np.load(paths.PRIORS)
     assert saved["bins"].shape == (report["n_bins"], 2) and saved["weights"].shape == (report["n_bins"],)
-    assert json.loads(priors.REPORT.read_text()) == report
-    for plot in (priors.PRIOR_PLOT, priors.WEIGHTS_PLOT):
+    for plot in (paths.PRIOR_PLOT, paths.WEIGHTS_PLOT):
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    loaded = priors.load_priors()
+    loaded = priors.load_priors(paths.PRIORS)
     assert loaded["bins"].dtype == torch.float32 and len(loaded["weights"]) == report["n_bins"]
 
 
 def test_counting_at_a_lower_resolution_keeps_the_shares(store):
-    report = priors.compute(_params(image_size=5), manifest=store / "split.parquet", shards=store / "shards", progress=False)
+    report = run_stage(store, image_size=5)
     assert report["n_pixels"] == 4 * 25
     # area averaging mixes the red/blue boundary row into in-between colours; the two
     # colours still hold most of the mass
@@ -142,18 +155,17 @@ def test_counting_at_a_lower_resolution_keeps_the_shares(store):
 
 
 def test_the_stage_is_deterministic(store):
-    priors.compute(_params(), manifest=store / "split.parquet", shards=store / "shards", progress=False)
-    first = [p.read_bytes() for p in (priors.PRIORS, priors.REPORT, priors.PRIOR_PLOT, priors.WEIGHTS_PLOT)]
-    priors.compute(_params(), manifest=store / "split.parquet", shards=store / "shards", progress=False)
-    assert first == [p.read_bytes() for p in (priors.PRIORS, priors.REPORT, priors.PRIOR_PLOT, priors.WEIGHTS_PLOT)]
+    run_stage(store)
+    first = [p.read_bytes() for p in OUTPUTS]
+    run_stage(store)
+    assert first == [p.read_bytes() for p in OUTPUTS]
 
 
 def test_no_colour_images_is_a_one_line_error(store):
     from colorize.common.errors import UserError
 
     with pytest.raises(UserError, match="no colour images"):
-        priors.compute({"priors": {**_params()["priors"], "min_chroma": 99.0}},
-                       manifest=store / "split.parquet", shards=store / "shards", progress=False)
+        run_stage(store, min_chroma=99.0)
 
 
 # ---------------------------------------------------------------------- the zhang model

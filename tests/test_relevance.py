@@ -7,14 +7,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from colorize.sources import garden
-
-from colorize.curation import relevance
 from colorize.common.images import decode, fit_square
+from colorize.common.params import ParamsError, validate
+from colorize.curation import relevance
+from colorize.sources import garden
+from tests.conftest import ROOT
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-TINY = {"width": 8, "epochs": 2, "batch_size": 32}  # seconds, not minutes; quality not checked
+
+
+def params_yaml() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+RELEVANCE = validate(params_yaml())["relevance"]  # the project's relevance params, as the stage gets them
+
+
+def cfg(**overrides) -> dict:
+    """params.yaml's relevance section with `overrides`."""
+    return {**RELEVANCE, **overrides}
+
+
+TINY = cfg(width=8, epochs=2, batch_size=32)  # seconds, not minutes; quality not checked
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -119,7 +135,7 @@ def test_same_seed_same_scores_and_checkpoint_round_trip(tmp_path):
     loaded, meta = relevance.load(path)
     assert np.array_equal(relevance.score(loaded, images), p)
     assert np.array_equal(relevance.embed(loaded, images), relevance.embed(model, images))
-    assert loaded.params == {**relevance.DEFAULTS, **TINY, "seed": 0}
+    assert loaded.params == {**TINY, "seed": 0}
     assert meta["report"]["n_train_relevant"] == report["n_train_relevant"]
 
 
@@ -138,7 +154,7 @@ def test_holdout_is_stratified_and_keeps_groups_together():
 def test_separates_garden_flowers_from_photo_crops(garden_flowers):
     images = np.concatenate([garden_flowers, skimage_crops(120, 32, seed=0)])
     y = np.r_[np.ones(len(garden_flowers), int), np.zeros(120, int)]
-    model, report = relevance.train_relevance(images, y, {"width": 8, "epochs": 8}, seed=0, progress=False)
+    model, report = relevance.train_relevance(images, y, cfg(width=8, epochs=8), seed=0, progress=False)
     assert report["n_holdout_irrelevant"] == 24
     assert report["auc"] > 0.9, report
     assert report["recall"] > 0.7 and report["precision"] > 0.7, report
@@ -163,12 +179,23 @@ def test_degenerate_labels_raise_one_line(y, words):
     assert "\n" not in str(err.value)
 
 
-def test_bad_params_raise():
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("widht", 8, r"^relevance\.widht: unknown key \(did you mean 'width'\?\)$"),
+    ("holdout", 1.0, r"^relevance\.holdout: must be <= 0\.9, got 1\.0$"),
+])
+def test_bad_params_are_one_line_params_errors(key, value, message):
+    """A typo or an out-of-range value in params.yaml's relevance section stops the
+    params check, before anything trains."""
+    p = params_yaml()
+    p["relevance"][key] = value
+    with pytest.raises(ParamsError, match=message):
+        validate(p)
+
+
+def test_a_holdout_of_everything_raises():
     y = np.r_[np.ones(10, int), np.zeros(5, int)]
-    with pytest.raises(ValueError, match="unknown params"):
-        relevance.train_relevance(random_images(15), y, {"widht": 8}, seed=0, progress=False)
     with pytest.raises(ValueError, match="holdout"):
-        relevance.train_relevance(random_images(15), y, {"holdout": 1.0}, seed=0, progress=False)
+        relevance.train_relevance(random_images(15), y, cfg(holdout=1.0), seed=0, progress=False)
 
 
 @pytest.mark.parametrize(("n_irrelevant", "holdout"), [(1, 0.2), (5, 0.0)])
@@ -199,7 +226,7 @@ def test_real_flowers_vs_pets():
     # train on 600 flowers + 300 pets, measure on the 300 + 200 it never saw
     train = load_photos([*flowers[:600], *pets[:300]], 64)
     y = np.r_[np.ones(600, int), np.zeros(300, int)]
-    model, _ = relevance.train_relevance(train, y, {"holdout": 0.0}, seed=0, progress=False)
+    model, _ = relevance.train_relevance(train, y, cfg(holdout=0.0), seed=0, progress=False)
     test = load_photos([*flowers[600:], *pets[300:]], 64)
     p = relevance.score(model, test)
     auc = relevance.roc_auc(np.r_[np.ones(300), np.zeros(200)], p)

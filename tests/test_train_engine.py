@@ -1,8 +1,8 @@
-"""The training engine for real: `python -m colorize.stages.train` as DVC runs it, on a tiny
-prepared project. A run killed with SIGKILL resumes from its last checkpoint and ends
-with the same weights as an uninterrupted run; `train.nproc: 2` runs two gloo DDP
-processes whose final weights are identical; the schedule, crop and hard-example
-sampler behave."""
+"""The training engine (colorize/training/engine.py) for real: `python -m
+colorize.stages.train` as DVC runs it, on a tiny prepared project. A run killed with
+SIGKILL resumes from its last checkpoint and ends with the same weights as an
+uninterrupted run; `train.nproc: 2` runs two gloo DDP processes whose final weights are
+identical; the schedule, crop and hard-example sampler behave."""
 from __future__ import annotations
 
 import json
@@ -18,8 +18,11 @@ import pytest
 import torch
 import yaml
 
-from colorize.stages import train
+from colorize.common import paths
 from colorize.common.params import validate
+from colorize.training.batches import LossTable, augment, epoch_indices
+from colorize.training.distributed import Dist
+from colorize.training.engine import warmup_cosine
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -76,7 +79,7 @@ def kill_at_first_checkpoint(cwd: Path, env: dict | None = None) -> int:
     env = {**os.environ, "PYTHONPATH": str(cwd), **(env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "colorize.stages.train"], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = cwd / train.RESUME_PATH
+    ckpt = cwd / paths.RESUME
     deadline = time.time() + 600
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -84,7 +87,7 @@ def kill_at_first_checkpoint(cwd: Path, env: dict | None = None) -> int:
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished (or failed) before it could be killed"
     epoch = torch.load(ckpt, weights_only=True)["epoch"]
-    assert not (cwd / train.MODEL_PATH).exists()
+    assert not (cwd / paths.MODEL).exists()
     return epoch
 
 
@@ -92,7 +95,7 @@ def test_killed_run_resumes_to_the_same_weights(prepared, tmp_path):
     straight = copy_of(prepared, tmp_path, "straight")
     done = run_train(straight)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert not (straight / train.RESUME_PATH).exists()  # removed once training completes
+    assert not (straight / paths.RESUME).exists()  # removed once training completes
 
     killed = copy_of(prepared, tmp_path, "killed")
     epoch_at_kill = kill_at_first_checkpoint(killed)  # kill -9: no handler, no clean-up
@@ -100,14 +103,14 @@ def test_killed_run_resumes_to_the_same_weights(prepared, tmp_path):
 
     resumed = run_train(killed)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"resuming from {train.RESUME_PATH} after epoch {epoch_at_kill}" in resumed.stdout
+    assert f"resuming from {paths.RESUME} after epoch {epoch_at_kill}" in resumed.stdout
     a, b = weights(straight), weights(killed)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run ended with different weights"
-    history = (killed / train.HISTORY).read_text().splitlines()
+    history = (killed / paths.TRAIN_HISTORY).read_text().splitlines()
     assert len(history) == 1 + 4  # header + one row per epoch, none lost or repeated
     # the same MLflow run continued
-    assert json.loads((killed / train.REPORT).read_text())["mlflow_run_id"]
+    assert json.loads((killed / paths.TRAIN_REPORT).read_text())["mlflow_run_id"]
 
 
 def test_resume_state_from_other_params_is_not_used(prepared, tmp_path):
@@ -125,11 +128,11 @@ def test_two_ddp_processes_end_with_identical_weights(prepared, tmp_path, model,
     out = run_train(proj)
     assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
     assert "torch.distributed.run --standalone --nproc_per_node=2" in out.stdout
-    report = json.loads((proj / train.REPORT).read_text())
+    report = json.loads((proj / paths.TRAIN_REPORT).read_text())
     assert report["world_size"] == 2
     sums = report["rank_checksums"]
     assert len(sums) == 2 and sums[0] == sums[1]
-    assert (proj / train.MODEL_PATH).exists() and not (proj / train.RESUME_PATH).exists()
+    assert (proj / paths.MODEL).exists() and not (proj / paths.RESUME).exists()
 
 
 def test_hard_examples_draw_high_loss_images_more_often(prepared, tmp_path):
@@ -138,7 +141,7 @@ def test_hard_examples_draw_high_loss_images_more_often(prepared, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     import pandas as pd
 
-    table = pd.read_csv(proj / train.LOSS_TABLE)
+    table = pd.read_csv(proj / paths.LOSS_TABLE)
     assert table["drawn"].sum() == 4 * len(table)  # n draws per epoch
     # after the first epoch, the draws follow the loss: the hardest quarter is drawn
     # more often than the easiest quarter
@@ -149,7 +152,7 @@ def test_hard_examples_draw_high_loss_images_more_often(prepared, tmp_path):
 # ----------------------------------------------------------------------- pure pieces
 
 def test_warmup_then_cosine():
-    f = train.warmup_cosine(warmup_steps=4, total_steps=20)
+    f = warmup_cosine(warmup_steps=4, total_steps=20)
     assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert f(12) == pytest.approx(0.5)  # halfway through the cosine
     assert f(20) == pytest.approx(0.0, abs=1e-12)
@@ -160,7 +163,7 @@ def test_crop_and_flip_keep_pairs_aligned():
     gen = torch.Generator().manual_seed(0)
     x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
     y = torch.cat([x, -x], 1)  # ab made from L, so misalignment shows
-    cx, cy = train.augment(x, y, crop=4, gen=gen)
+    cx, cy = augment(x, y, crop=4, gen=gen)
     assert cx.shape == (2, 1, 4, 4) and cy.shape == (2, 2, 4, 4)
     assert torch.equal(cy[:, :1], cx) and torch.equal(cy[:, 1:], -cx)
     # each crop is a contiguous (possibly mirrored) window of its own image
@@ -172,9 +175,9 @@ def test_crop_and_flip_keep_pairs_aligned():
 
 
 def test_uniform_epochs_visit_every_image_once_across_ranks():
-    table = train.LossTable(10)
-    idx = [train.epoch_indices(10, 3, 0, train.Dist(rank=r, world=2), table, 0.0) for r in range(2)]
+    table = LossTable(10)
+    idx = [epoch_indices(10, 3, 0, Dist(rank=r, world=2), table, 0.0) for r in range(2)]
     assert sorted(torch.cat(idx).tolist()) == list(range(10))
-    again = train.epoch_indices(10, 3, 0, train.Dist(), table, 0.0)
+    again = epoch_indices(10, 3, 0, Dist(), table, 0.0)
     assert sorted(again.tolist()) == list(range(10))
-    assert not torch.equal(again, train.epoch_indices(10, 4, 0, train.Dist(), table, 0.0))  # reshuffled per epoch
+    assert not torch.equal(again, epoch_indices(10, 4, 0, Dist(), table, 0.0))  # reshuffled per epoch

@@ -17,8 +17,9 @@ from torch import nn
 
 from colorize.common import fetch
 from colorize.common.errors import UserError
-from colorize.training.models import (MODELS, PlainCNN, ResNetColor, ResNetTrunk, UNetGAN, build_model,
-                             count_parameters, critic_loss, generator_adversarial_loss, gradient_penalty)
+from colorize.training.models import MODELS, PlainCNN, ResNetColor, UNetGAN, build_model, count_parameters
+from colorize.training.models.gan import critic_loss, generator_adversarial_loss, gradient_penalty
+from colorize.training.models.resnet import ResNetTrunk
 from colorize.training.pretrained import imagenet_to_trunk, load_imagenet_resnet18
 from tests.mirror import Mirror
 
