@@ -11,13 +11,24 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFilter
 
-from colorize.curation import checks
-
-from colorize.sources import garden
 from colorize.common.images import decode, fit_square
+from colorize.common.params import load_params
+from colorize.curation import checks
+from colorize.curation.rules import thresholds
+from colorize.sources import garden
+from tests.conftest import ROOT
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SIZE = 64
+
+# The thresholds the pipeline uses: params.yaml is their one home.
+THRESHOLDS = thresholds(load_params(ROOT / "params.yaml")["curate"])
+NEAR_DUPLICATE = {"threshold": THRESHOLDS["near_duplicate"], "colour_threshold": THRESHOLDS["near_duplicate_colour"]}
+
+
+def _more_pixels(widths, heights) -> np.ndarray:
+    """Which copy a group keeps, as curate's keep_rank ranks first: more original pixels."""
+    return np.asarray(widths, dtype=np.float64) * np.asarray(heights, dtype=np.float64)
 
 
 def _working(data: bytes) -> tuple[np.ndarray, int, int]:
@@ -79,7 +90,7 @@ def test_sepia_and_tinted_copies_are_flagged_and_originals_are_not(clean):
     colours = [(255, 140, 60), (80, 140, 255), (120, 255, 120), (255, 90, 200)]
     sepia = np.stack([_sepia(x) for x in originals])
     tinted = np.stack([_tint(x, colours[k % len(colours)]) for k, x in enumerate(originals)])
-    flagged = {name: checks.flags(checks.quality_scores(batch))["tinted"].to_numpy()
+    flagged = {name: checks.flags(checks.quality_scores(batch), THRESHOLDS)["tinted"].to_numpy()
                for name, batch in (("original", originals), ("sepia", sepia), ("tinted", tinted))}
     assert not flagged["original"].any()
     assert flagged["sepia"].all()
@@ -89,17 +100,17 @@ def test_sepia_and_tinted_copies_are_flagged_and_originals_are_not(clean):
 def test_grayscale_images_are_left_to_the_grayscale_check(clean):
     gray = np.repeat(_stack(clean).mean(-1, keepdims=True).astype(np.uint8), 3, axis=-1)
     scores = checks.quality_scores(gray)
-    assert (scores["chroma_p95"] < checks.THRESHOLDS["min_chroma"]).all()
-    assert not checks.flags(scores)["tinted"].any()
+    assert (scores["chroma_p95"] < THRESHOLDS["min_chroma"]).all()
+    assert not checks.flags(scores, THRESHOLDS)["tinted"].any()
 
 
 def test_dark_and_overexposed_copies_are_flagged(clean):
     originals = _stack(clean)
     dark = np.uint8(originals * 0.15 + 0.5)  # about -5.5 EV
     washed = np.uint8(255 - (255 - originals.astype(np.float64)) * 0.12)  # washed out
-    f_orig = checks.flags(checks.quality_scores(originals))
-    f_dark = checks.flags(checks.quality_scores(dark))
-    f_washed = checks.flags(checks.quality_scores(washed))
+    f_orig = checks.flags(checks.quality_scores(originals), THRESHOLDS)
+    f_dark = checks.flags(checks.quality_scores(dark), THRESHOLDS)
+    f_washed = checks.flags(checks.quality_scores(washed), THRESHOLDS)
     assert not f_orig["dark"].any() and not f_orig["overexposed"].any()
     assert f_dark["dark"].all() and not f_dark["overexposed"].any()
     assert f_washed["overexposed"].all() and not f_washed["dark"].any()
@@ -108,8 +119,8 @@ def test_dark_and_overexposed_copies_are_flagged(clean):
 def test_blurred_copies_are_flagged(clean):
     originals = _stack(clean)
     blurred = np.stack([np.asarray(Image.fromarray(x).filter(ImageFilter.GaussianBlur(2.5))) for x in originals])
-    assert not checks.flags(checks.quality_scores(originals))["blurry"].any()
-    assert checks.flags(checks.quality_scores(blurred))["blurry"].all()
+    assert not checks.flags(checks.quality_scores(originals), THRESHOLDS)["blurry"].any()
+    assert checks.flags(checks.quality_scores(blurred), THRESHOLDS)["blurry"].all()
 
 
 def test_flat_images_are_low_information():
@@ -118,21 +129,21 @@ def test_flat_images_are_low_information():
             for sigma in (0.0, 1.0, 2.0, 3.0, 5.0) for _ in range(4)]
     two_tone = np.zeros((SIZE, SIZE, 3), np.uint8)
     two_tone[:, SIZE // 2:] = 255
-    flags = checks.flags(checks.quality_scores(np.stack(flat + [two_tone])))
+    flags = checks.flags(checks.quality_scores(np.stack(flat + [two_tone])), THRESHOLDS)
     assert flags["low_information"].all()
 
 
 def test_clean_images_are_not_low_information(clean):
-    assert not checks.flags(checks.quality_scores(_stack(clean)))["low_information"].any()
+    assert not checks.flags(checks.quality_scores(_stack(clean)), THRESHOLDS)["low_information"].any()
 
 
 def test_odd_aspect_ratio_comes_from_the_original_size(clean):
     images = _stack(clean)[:4]
     scores = checks.quality_scores(images, widths=[400, 100, 120, 128], heights=[100, 400, 100, 128])
     np.testing.assert_allclose(scores["aspect_ratio"], [4.0, 4.0, 1.2, 1.0])
-    assert checks.flags(scores)["odd_aspect_ratio"].tolist() == [True, True, False, False]
+    assert checks.flags(scores, THRESHOLDS)["odd_aspect_ratio"].tolist() == [True, True, False, False]
     # without sizes there is no ratio, and no flag
-    assert not checks.flags(checks.quality_scores(images))["odd_aspect_ratio"].any()
+    assert not checks.flags(checks.quality_scores(images), THRESHOLDS)["odd_aspect_ratio"].any()
 
 
 def test_scores_do_not_depend_on_the_batch_size(clean):
@@ -146,28 +157,16 @@ def test_other_working_resolutions_are_accepted(clean):
     scores = checks.quality_scores(small)
     assert list(scores.columns) == list(checks.SCORE_COLUMNS) and len(scores) == 6
     assert np.isfinite(scores.drop(columns="aspect_ratio").to_numpy()).all()
-    group, kept = checks.near_duplicate_groups(small)
+    group, kept = checks.near_duplicate_groups(small, **NEAR_DUPLICATE)
     assert kept.all()
 
 
 def test_empty_batch():
     empty = np.zeros((0, SIZE, SIZE, 3), np.uint8)
     assert len(checks.quality_scores(empty)) == 0
-    assert checks.image_hashes(empty).shape == (0, 8)
-    group, kept = checks.near_duplicate_groups(empty)
+    group, kept = checks.near_duplicate_groups(empty, **NEAR_DUPLICATE)
     assert len(group) == 0 and len(kept) == 0
 
-
-def test_image_hashes_are_close_for_a_resized_copy(clean):
-    img = Image.open(io.BytesIO(clean["bytes"][0]))
-    small = img.resize((round(img.width * 0.7), round(img.height * 0.7)), Image.BICUBIC)
-    a, b = (checks.image_hashes(_working(_jpeg(x))[0][None])[0] for x in (img, small))
-    other = checks.image_hashes(_stack(clean)[1:2])[0]
-    distance = lambda x, y: int(np.unpackbits(x ^ y).sum())  # noqa: E731
-    assert distance(a, b) <= 8 < distance(a, other)
-
-
-# ------------------------------------------------------------------ near duplicates
 
 def _copies(data: bytes, rng) -> dict[str, bytes]:
     """Resized, re-encoded and cropped copies of a JPEG, as garden makes them."""
@@ -200,8 +199,8 @@ def test_copies_are_grouped_with_their_original_which_is_kept(clean):
     family, is_original = np.array(family), np.array(is_original)
     # more original pixels wins; the re-encoded copy ties with its original, and the
     # first in order (the original, as in the manifest) is kept
-    quality = checks.duplicate_quality(widths, heights)
-    group, kept = checks.near_duplicate_groups(pixels, quality=quality)
+    quality = _more_pixels(widths, heights)
+    group, kept = checks.near_duplicate_groups(pixels, quality=quality, **NEAR_DUPLICATE)
     for k in range(len(originals)):
         members = np.flatnonzero(family == k)
         assert len(set(group[members])) == 1, f"family {k} split: {group[members]}"
@@ -210,7 +209,7 @@ def test_copies_are_grouped_with_their_original_which_is_kept(clean):
 
 
 def test_distinct_photos_are_not_grouped(clean):
-    group, kept = checks.near_duplicate_groups(_stack(clean))
+    group, kept = checks.near_duplicate_groups(_stack(clean), **NEAR_DUPLICATE)
     assert kept.all() and (group == np.arange(len(clean))).all()
 
 
@@ -219,7 +218,7 @@ def test_pairs_table_and_groups_from_it(clean):
     pairs = checks.near_duplicate_pairs(images)
     assert {"i", "j", "query", "score", "colour_diff"} <= set(pairs.columns)
     assert (pairs["i"] < pairs["j"]).all()
-    group, kept = checks.near_duplicate_groups(pairs=pairs, n=len(images))
+    group, kept = checks.near_duplicate_groups(pairs=pairs, n=len(images), **NEAR_DUPLICATE)
     assert group.tolist() == [0, 1, 2, 3, 0] and kept.tolist() == [True, True, True, True, False]
 
 
@@ -232,8 +231,8 @@ def _precision_recall(flagged: np.ndarray, truth: np.ndarray) -> tuple[float, fl
 
 def test_garden_tint_precision_and_recall(planted):
     scores = checks.quality_scores(_stack(planted), planted["width"], planted["height"])
-    flags = checks.flags(scores)
-    coloured = (scores["chroma_p95"] >= checks.THRESHOLDS["min_chroma"]).to_numpy()
+    flags = checks.flags(scores, THRESHOLDS)
+    coloured = (scores["chroma_p95"] >= THRESHOLDS["min_chroma"]).to_numpy()
     truth = planted["defect"].isin(["sepia", "tinted"]).to_numpy()
     # Irrelevant photos (scikit-image's) are left out: a crop of the retina, of the
     # coffee table or of the night sky behind the rocket really is one colour.
@@ -257,9 +256,9 @@ def test_garden_near_duplicate_precision_and_recall(planted):
     earlier = ((np.minimum(planted["width"], planted["height"]) < 48).to_numpy()
                | (scores["chroma_p95"] < 4.0).to_numpy()
                | planted["sha256"].duplicated().to_numpy()
-               | checks.flags(scores)["tinted"].to_numpy())
+               | checks.flags(scores, THRESHOLDS)["tinted"].to_numpy())
     rest = planted[~earlier].reset_index(drop=True)
-    group, kept = checks.near_duplicate_groups(images[~earlier], quality=checks.duplicate_quality(rest["width"], rest["height"]))
+    group, kept = checks.near_duplicate_groups(images[~earlier], quality=_more_pixels(rest["width"], rest["height"]), **NEAR_DUPLICATE)
     flagged = ~kept
     truth = (rest["defect"] == "near_duplicate").to_numpy()
     # Every file garden derives from a clean one records it in defect_of; the CMYK and
@@ -299,10 +298,10 @@ def test_real_flower_photos_have_few_false_positives():
     decoded = [_working(p.read_bytes()) for p in files]
     images = np.stack([d[0] for d in decoded])
     scores = checks.quality_scores(images, [d[1] for d in decoded], [d[2] for d in decoded])
-    flags = checks.flags(scores)
-    coloured = (scores["chroma_p95"] >= checks.THRESHOLDS["min_chroma"]).to_numpy()
+    flags = checks.flags(scores, THRESHOLDS)
+    coloured = (scores["chroma_p95"] >= THRESHOLDS["min_chroma"]).to_numpy()
     rates = flags[coloured].mean()
-    group, kept = checks.near_duplicate_groups(images, quality=checks.duplicate_quality([d[1] for d in decoded], [d[2] for d in decoded]))
+    group, kept = checks.near_duplicate_groups(images, quality=_more_pixels([d[1] for d in decoded], [d[2] for d in decoded]), **NEAR_DUPLICATE)
     print(f"{len(files)} flower photos, {int(coloured.sum())} colourful; flagged among them: "
           + ", ".join(f"{k} {int(flags[k][coloured].sum())}" for k in flags.columns)
           + f"; near duplicates flagged {int((~kept).sum())}")

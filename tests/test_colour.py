@@ -3,7 +3,8 @@ quantisation against Zhang et al.'s released bins (bench/bins_reference.py)."""
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from skimage import color
 
@@ -14,15 +15,17 @@ from colorize.common.colour import (
     ab_bins,
     compose,
     decode_annealed,
-    decode_mean,
-    decode_mode,
     lab_to_rgb,
     lab_to_uint8,
-    nearest_bin,
     rgb_to_lab,
-    rgb_uint8_to_bins,
     soft_encode,
     uint8_to_lab,
+)
+from tests.colour_reference import (
+    decode_mean,
+    decode_mode,
+    nearest_bin,
+    rgb_uint8_to_bins,
 )
 
 rgb_arrays = arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 6), st.just(3)), elements=st.floats(0, 1))

@@ -11,10 +11,11 @@ import torch
 import yaml
 
 from colorize.common import paths
-from colorize.common.colour import ab_bins, nearest_bin, rgb_to_lab, rgb_uint8_to_bins
+from colorize.common.colour import ab_bins, rgb_to_lab
 from colorize.common.shards import ShardWriter
 from colorize.stages import priors as stage
 from colorize.training import priors
+from tests.colour_reference import count_bins, nearest_bin, rgb_uint8_to_bins
 from tests.conftest import ROOT
 
 RED, BLUE, GRAY = (200, 30, 40), (30, 60, 200), (128, 128, 128)
@@ -40,7 +41,7 @@ def bins() -> np.ndarray:
 def test_chunked_counts_equal_the_whole_array_way(bins, monkeypatch):
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (5, 37, 29, 3), dtype=np.uint8)
-    whole = priors.count_bins(rgb_uint8_to_bins(images), len(bins))
+    whole = count_bins(rgb_uint8_to_bins(images), len(bins))
     monkeypatch.setattr(priors, "COUNT_CHUNK", 1000)  # many chunks, the last one partial
     assert np.array_equal(priors.image_bin_counts(images, len(bins)), whole)
     assert np.array_equal(priors.image_bin_counts(torch.from_numpy(images), len(bins)), whole)
@@ -50,7 +51,7 @@ def test_chunked_counts_equal_the_whole_array_way(bins, monkeypatch):
 
 
 def test_the_prior_of_a_known_mixture(bins):
-    counts = priors.count_bins(rgb_uint8_to_bins(_two_colour_images()), len(bins))
+    counts = count_bins(rgb_uint8_to_bins(_two_colour_images()), len(bins))
     p = counts / counts.sum()
     red, blue = _bin_of(RED), _bin_of(BLUE)
     assert red != blue

@@ -28,12 +28,11 @@ the classification model predicts, per pixel, a distribution over Q ab bins.
   (the six faces of the RGB cube, 2048 x 2048 each, float64) adds one sliver cell,
   (20, -80), also in the reference; no 8-bit colour reaches it, so it is left out.
 * `ab_bin_lut` maps each packed 8-bit colour (r << 16 | g << 8 | b) to its bin, so
-  binning a uint8 image (`rgb_uint8_to_bins`) is a pack and a gather, with no Lab at all.
+  binning a uint8 image (`pack_rgb8`, then a gather) needs no Lab at all.
 * `soft_encode`: the training target, each ab spread over its k = 5 nearest bins with
   Gaussian weights (sigma = 5), as in the paper.
-* `decode_mode`, `decode_mean`, `decode_annealed`: per-pixel logits back to ab. The
-  paper's annealed mean (T = 0.38) sits between the mean (T = 1, desaturated) and the
-  mode (T -> 0, vivid but blotchy).
+* `decode_annealed`: per-pixel logits back to ab. The paper's annealed mean (T = 0.38)
+  sits between the mean (T = 1, desaturated) and the mode (T -> 0, vivid but blotchy).
 """
 from __future__ import annotations
 
@@ -218,37 +217,10 @@ def pack_rgb8(images: np.ndarray) -> np.ndarray:
     return padded.view("<u4")[..., 0]
 
 
-def rgb_uint8_to_bins(images: np.ndarray | torch.Tensor, grid: float = AB_GRID) -> torch.Tensor:
-    """uint8 RGB images (..., H, W, 3) -> int64 bin indices (..., H, W), via ab_bin_lut.
-
-    No Lab conversion: a pack and a gather, ~100 M pixels/s on one core for photos
-    (random noise, which defeats the cache, ~55 M/s). Follow with torch.bincount for counts.
-    """
-    array = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    if array.dtype != np.uint8 or array.shape[-1:] != (3,):
-        raise TypeError(f"rgb_uint8_to_bins expects uint8 (..., 3), got {array.dtype} {array.shape}")
-    lut = ab_bin_lut(grid).numpy()
-    return torch.from_numpy(np.take(lut, pack_rgb8(array)).astype(np.int64))
-
-
 def _sq_dists(points: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """Squared distances (N, Q) from points (N, 2) to bins (Q, 2); as differences, not the
     |x|^2 - 2x.c + |c|^2 expansion, so near-ties are not decided by cancellation error."""
     return ((points[:, None, :] - bins[None, :, :]) ** 2).sum(-1)
-
-
-def nearest_bin(ab: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest bin centre for any float ab, (..., 2) -> (...,) int64.
-
-    Chunked so big images never hold the full (N, Q) distance matrix. Ties go to the
-    lower index (torch.argmin). For ab of an 8-bit colour this is its LUT bin.
-    """
-    flat = ab.reshape(-1, 2)
-    centres = bins.to(device=ab.device, dtype=ab.dtype)
-    out = torch.empty(len(flat), dtype=torch.int64, device=ab.device)
-    for start in range(0, len(flat), _DIST_CHUNK):
-        out[start : start + _DIST_CHUNK] = _sq_dists(flat[start : start + _DIST_CHUNK], centres).argmin(1)
-    return out.reshape(ab.shape[:-1])
 
 
 def soft_encode(ab: torch.Tensor, bins: torch.Tensor, k: int = SOFT_K, sigma: float = SOFT_SIGMA,
@@ -284,23 +256,12 @@ def _expect_centres(probs: torch.Tensor, bins: torch.Tensor, dim: int) -> torch.
     return (probs.movedim(dim, -1) @ centres).movedim(-1, dim)
 
 
-def decode_mode(logits: torch.Tensor, bins: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """ab of the most likely bin: (n, Q, H, W) -> (n, 2, H, W) for dim=1. Vivid, but
-    patchy where two bins are nearly tied."""
-    centres = bins.to(device=logits.device, dtype=logits.dtype if logits.is_floating_point() else torch.float32)
-    return centres[logits.argmax(dim)].movedim(-1, dim)
-
-
-def decode_mean(logits: torch.Tensor, bins: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """Expected ab under softmax(logits): smooth, but washed out when the distribution
-    is multimodal (the mean of red and green is gray)."""
-    return _expect_centres(torch.softmax(logits, dim=dim), bins, dim)
-
-
 def decode_annealed(logits: torch.Tensor, bins: torch.Tensor, T: float, dim: int = 1) -> torch.Tensor:
     """Annealed mean: the mean of p^(1/T) renormalised, i.e. of softmax(logits / T).
 
-    T = 1 is decode_mean; T -> 0 tends to decode_mode; the paper uses T = 0.38.
+    T = 1 is the plain mean (washed out where the distribution is multimodal: the mean of
+    red and green is gray); T -> 0 tends to the most likely bin (vivid, but patchy where
+    two bins nearly tie); the paper uses T = 0.38.
     The max is subtracted before dividing by T, so a tiny T cannot overflow to inf - inf.
     """
     if not T > 0:

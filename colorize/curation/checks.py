@@ -15,23 +15,18 @@ API
 ---
 quality_scores(images, widths=None, heights=None, batch=256) -> pd.DataFrame
     One row per image, columns SCORE_COLUMNS (below).
-flags(scores, thresholds=None) -> pd.DataFrame
+flags(scores, thresholds) -> pd.DataFrame
     Bool columns FLAG_COLUMNS: tinted, dark, overexposed, blurry, low_information,
-    odd_aspect_ratio. `thresholds` overrides entries of THRESHOLDS.
-image_hashes(images, batch=256) -> np.ndarray
-    (n, 8) uint8, a 64-bit difference hash (dHash) of L: a compact field for display and
-    search tools (FiftyOne). The grouping below does not use it: a hash does not survive
-    a crop.
+    odd_aspect_ratio. `thresholds`: every key of THRESHOLD_KEYS (rules.thresholds builds
+    it from params.yaml, the one home of the values).
 near_duplicate_pairs(images, candidate_sim=0.94, top_k=6, block=1024, batch=256)
     -> pd.DataFrame of verified candidate pairs and their match scores (all of them, also
     below threshold, for tuning).
-near_duplicate_groups(images=None, quality=None, threshold=None, colour_threshold=None,
+near_duplicate_groups(images=None, quality=None, *, threshold, colour_threshold,
                       pairs=None, n=None) -> (group, is_kept)
     group[k]: index of the image kept in k's group (k itself for a singleton);
     is_kept[k]: k is the one kept. Pass the images that survived the earlier checks
     (curate applies its checks in order), or precomputed `pairs` and `n`.
-duplicate_quality(widths, heights) -> np.ndarray
-    The default "best member" key (more original pixels; ties: first in order).
 
 Scores (SCORE_COLUMNS)
 ----------------------
@@ -94,8 +89,8 @@ dHash of crops is no closer than that of unrelated images). Two stages:
    the rest does not. `colour_diff` compares the mean (a, b) and mean chroma of the
    aligned window, so a grayscale or sepia copy is usually not a near duplicate of its
    original (those have their own checks). ncc and detail_ncc (global) are kept too.
-A pair is a near duplicate if score >= THRESHOLDS["near_duplicate"] and colour_diff <=
-THRESHOLDS["near_duplicate_colour"]. Pairs are joined with union-find; in each group
+A pair is a near duplicate if score >= threshold (curate.near_duplicate) and colour_diff <=
+colour_threshold (curate.near_duplicate_colour). Pairs are joined with union-find; in each group
 the member with the highest `quality` is kept (ties: the lowest index). Exact duplicates
 are identical images and are grouped too if they reach this check (curate removes them
 before). Images that are not 64x64 are resized to 64x64 for this check.
@@ -112,51 +107,54 @@ import torch.nn.functional as F
 
 from colorize.common.colour import rgb_to_lab
 
-# Defaults, and how each was calibrated. Data: the garden, seeds 0 and 1 (n=1000 each),
-# plus copies made with garden's own recipes from every clean image of those seeds
+# How each threshold was calibrated. The values live in params.yaml (curate.*, mapped to
+# THRESHOLD_KEYS by rules.thresholds); these notes say where they came from. Data: the
+# garden, seeds 0 and 1 (n=1000 each), plus copies made with garden's own recipes from every clean image of those seeds
 # (1,700 sepia, 1,700 tinted, 3,400 resized/re-encoded/cropped) for the tails; seeds 2
 # (n=1000) and 5 (n=4000) held out; degraded copies of 600 clean garden images (darkened,
 # brightened, blurred) and flat/gradient images for the checks the garden does not
 # plant; the real photos in ../shared/data (flowers-128, pets-160) for false positives.
-THRESHOLDS: dict[str, float] = {
-    # tint_score below -> tinted. Sepia/tinted copies: 99.9th pct 0.31, max 0.37 (a sepia
-    # daisy on dark leaves); clean and near-duplicate images: 0.1th pct 0.48, min 0.39
-    # (a daisy over white, png_alpha). Set between the two tails. 2.5% of colourful
-    # flowers-128 photos score below: close-ups of one red rose or one yellow dandelion
-    # filling the frame are one colour; so are retina/coffee/rocket crops in the garden.
-    "tint": 0.38,
-    # the tint check is only asked of images with colour (curate's gray_chroma)
-    "min_chroma": 4.0,
-    # dark_score (L p99) below -> dark. Clean garden min 38 (0.1th pct 40), flowers-128
-    # min 37; an sRGB x0.25 copy (about -4 EV) scores <= 27, x0.15 <= 15.
-    "dark": 25.0,
-    # light_score (L p05) above -> overexposed (washed out). Clean garden max 74, flowers
-    # max 83, png_alpha (a flower over white) up to 87; 255 - (255 - x) * 0.12 scores
-    # >= 89. A +2..3 EV copy of a dark-background garden image keeps dark shadows (p05
-    # 25..50) and is indistinguishable from a bright clean scene: not flagged.
-    "overexposed": 85.0,
-    # sharpness below -> blurry. Clean garden min 0.195; Gaussian blur at 64x64 of
-    # sigma 1.5 / 2 / 3 px: max 0.18 / 0.13 / 0.09. Flowers-128 below 0.13: 2.2%
-    # (dandelion clocks on bokeh, mostly soft indeed; 0.16 would flag 6%).
-    "blurry": 0.13,
-    # entropy (bits) below -> low information ... Clean garden min 2.97 (png_alpha over
-    # white 2.05, hubble deep field crops 1.8); flat colour + noise sigma <= 5: <= 1.93.
-    "low_information": 1.75,
-    # ... or contrast (L std) below. Clean garden min 4.5, flowers-128 min 4.8; flat
-    # colour + noise sigma <= 5: <= 1.75.
-    "low_contrast": 2.5,
-    # aspect_ratio above -> odd aspect ratio (CleanVision's default is about 2; we are
-    # laxer: a 2:1 photo still centre-crops to a usable square). Garden max 1.18.
-    "odd_aspect_ratio": 3.0,
-    # near_duplicate_pairs score at or above -> same image. True copies (3,474 pairs):
-    # 0.1th pct 0.76, 1st 0.86, min 0.54 (a crop of a fine-petalled daisy); unrelated
-    # pairs (8,446 candidates within the colour limit): 99.9th pct 0.51, max 0.70 (two
-    # large tulips on sky).
-    "near_duplicate": 0.72,
-    # ... and colour_diff at most this. True copies max 5.3; sepia/tinted copies of the
-    # image mostly 3-75.
-    "near_duplicate_colour": 8.0,
-}
+# tint_score below -> tinted. Sepia/tinted copies: 99.9th pct 0.31, max 0.37 (a sepia
+# daisy on dark leaves); clean and near-duplicate images: 0.1th pct 0.48, min 0.39
+# (a daisy over white, png_alpha). Set between the two tails. 2.5% of colourful
+# flowers-128 photos score below: close-ups of one red rose or one yellow dandelion
+# filling the frame are one colour; so are retina/coffee/rocket crops in the garden.
+#   => tint: 0.38 when calibrated
+# the tint check is only asked of images with colour (curate's gray_chroma)
+#   => min_chroma: 4.0 when calibrated
+# dark_score (L p99) below -> dark. Clean garden min 38 (0.1th pct 40), flowers-128
+# min 37; an sRGB x0.25 copy (about -4 EV) scores <= 27, x0.15 <= 15.
+#   => dark: 25.0 when calibrated
+# light_score (L p05) above -> overexposed (washed out). Clean garden max 74, flowers
+# max 83, png_alpha (a flower over white) up to 87; 255 - (255 - x) * 0.12 scores
+# >= 89. A +2..3 EV copy of a dark-background garden image keeps dark shadows (p05
+# 25..50) and is indistinguishable from a bright clean scene: not flagged.
+#   => overexposed: 85.0 when calibrated
+# sharpness below -> blurry. Clean garden min 0.195; Gaussian blur at 64x64 of
+# sigma 1.5 / 2 / 3 px: max 0.18 / 0.13 / 0.09. Flowers-128 below 0.13: 2.2%
+# (dandelion clocks on bokeh, mostly soft indeed; 0.16 would flag 6%).
+#   => blurry: 0.13 when calibrated
+# entropy (bits) below -> low information ... Clean garden min 2.97 (png_alpha over
+# white 2.05, hubble deep field crops 1.8); flat colour + noise sigma <= 5: <= 1.93.
+#   => low_information: 1.75 when calibrated
+# ... or contrast (L std) below. Clean garden min 4.5, flowers-128 min 4.8; flat
+# colour + noise sigma <= 5: <= 1.75.
+#   => low_contrast: 2.5 when calibrated
+# aspect_ratio above -> odd aspect ratio (CleanVision's default is about 2; we are
+# laxer: a 2:1 photo still centre-crops to a usable square). Garden max 1.18.
+#   => odd_aspect_ratio: 3.0 when calibrated
+# near_duplicate_pairs score at or above -> same image. True copies (3,474 pairs):
+# 0.1th pct 0.76, 1st 0.86, min 0.54 (a crop of a fine-petalled daisy); unrelated
+# pairs (8,446 candidates within the colour limit): 99.9th pct 0.51, max 0.70 (two
+# large tulips on sky).
+#   => near_duplicate: 0.72 when calibrated; params.yaml keeps 0.675, below the unrelated
+#   max: a lookalike dropped costs one image, a copy kept leaks across the splits.
+# ... and colour_diff at most this. True copies max 5.3; sepia/tinted copies of the
+# image mostly 3-75.
+#   => near_duplicate_colour: 8.0 when calibrated
+
+THRESHOLD_KEYS = ("tint", "min_chroma", "dark", "overexposed", "blurry", "low_information",
+                  "low_contrast", "odd_aspect_ratio", "near_duplicate", "near_duplicate_colour")
 
 SCORE_COLUMNS = (
     "chroma_p95", "hue_spread", "dominant_hue", "tint_spread", "tint_fit", "tint_score",
@@ -329,9 +327,9 @@ def quality_scores(images: np.ndarray, widths=None, heights=None, batch: int = 2
     return out[list(SCORE_COLUMNS)]
 
 
-def flags(scores: pd.DataFrame, thresholds: dict | None = None) -> pd.DataFrame:
+def flags(scores: pd.DataFrame, thresholds: dict) -> pd.DataFrame:
     """Bool columns FLAG_COLUMNS from quality_scores' columns; NaN scores never flag."""
-    t = {**THRESHOLDS, **(thresholds or {})}
+    t = thresholds
     s = scores
     coloured = s["chroma_p95"].to_numpy() >= t["min_chroma"]
     out = pd.DataFrame(index=scores.index)
@@ -345,25 +343,10 @@ def flags(scores: pd.DataFrame, thresholds: dict | None = None) -> pd.DataFrame:
     return out
 
 
-# ----------------------------------------------------------------------- hashing
-
 def _luminance64(chunk: np.ndarray) -> torch.Tensor:
     """uint8 (n, S, S, 3) -> Lab (n, 3, 64, 64) float32."""
     lab = rgb_to_lab(_float_rgb(chunk)).permute(0, 3, 1, 2).contiguous()
     return _canonical(lab)
-
-
-def image_hashes(images: np.ndarray, batch: int = 256) -> np.ndarray:
-    """(n, 8) uint8: 64-bit dHash of L (8x9 area means, left < right), big-endian bits."""
-    images = _as_batch(images)
-    out = np.zeros((len(images), 8), dtype=np.uint8)
-    with torch.no_grad():
-        for start in range(0, len(images), batch):
-            L = _luminance64(images[start:start + batch])[:, :1]
-            small = F.adaptive_avg_pool2d(L, (8, 9))[:, 0]
-            bits = (small[:, :, 1:] > small[:, :, :-1]).flatten(1).numpy()
-            out[start:start + batch] = np.packbits(bits, axis=1)
-    return out
 
 
 # ---------------------------------------------------------------- near duplicates
@@ -692,26 +675,13 @@ def near_duplicate_pairs(images: np.ndarray, candidate_sim: float = 0.94, top_k:
     return df[cols].reset_index(drop=True)
 
 
-def duplicate_quality(widths, heights) -> np.ndarray:
-    """Which member of a near-duplicate group to keep: the one with the most original
-    pixels (a resized or cropped copy has fewer); near_duplicate_groups breaks ties by
-    the lowest index, i.e. the first in the caller's order (curate keeps the first by
-    source and path, as for exact duplicates).
-
-    Tried and rejected as tie-breakers on the garden: file bytes per pixel (PNG, GIF and
-    CMYK copies of a JPEG are bigger files than it) and sharpness (a JPEG re-encoded at
-    quality 30-50 measures sharper than its original one time in three: block edges).
-    """
-    return np.asarray(widths, dtype=np.float64) * np.asarray(heights, dtype=np.float64)
-
-
-def near_duplicate_groups(images: np.ndarray | None = None, quality=None, threshold: float | None = None,
-                          colour_threshold: float | None = None, pairs: pd.DataFrame | None = None,
+def near_duplicate_groups(images: np.ndarray | None = None, quality=None, *, threshold: float,
+                          colour_threshold: float, pairs: pd.DataFrame | None = None,
                           n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Group near duplicates; return (group, is_kept).
 
     Give `images` (pairs are computed) or `pairs` from near_duplicate_pairs with `n`.
-    `quality`: higher is better (see duplicate_quality); default: keep the lowest index.
+    `quality`: higher is better (curate passes rules.keep_rank); default: keep the lowest index.
     group[k] is the index of the image kept in k's group (k itself for a singleton).
     """
     if pairs is None:
@@ -721,8 +691,6 @@ def near_duplicate_groups(images: np.ndarray | None = None, quality=None, thresh
         n = len(images)
     elif n is None:
         n = len(images) if images is not None else (int(pairs[["i", "j"]].max().max()) + 1 if len(pairs) else 0)
-    threshold = THRESHOLDS["near_duplicate"] if threshold is None else threshold
-    colour_threshold = THRESHOLDS["near_duplicate_colour"] if colour_threshold is None else colour_threshold
     quality = np.zeros(n) if quality is None else np.asarray(quality, dtype=np.float64)
     match = pairs[(pairs["score"] >= threshold) & (pairs["colour_diff"] <= colour_threshold)]
 

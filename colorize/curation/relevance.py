@@ -13,7 +13,6 @@ that is the cheapest cue there is.
 
     model, report = train_relevance(images, y, params, seed=0)   # (n, S, S, 3) uint8
     p = score(model, images)          # (n,) relevance in [0, 1], 1 = flower
-    f = embed(model, images)          # (n, FEATURE_DIM) penultimate features
     save(model, "models/relevance.pt", meta=report); model, meta = load("models/relevance.pt")
 
 `params` is params.yaml's validated `relevance` section (colorize/common/params.py).
@@ -258,12 +257,6 @@ def _batched(fn, model: RelevanceNet, images: np.ndarray, batch_size: int) -> np
 def score(model: RelevanceNet, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """(n,) float32 relevance in [0, 1] (1 = flower) of (n, S, S, 3) uint8 images."""
     return _batched(lambda x: torch.sigmoid(model(x)), model, images, batch_size)
-
-
-def embed(model: RelevanceNet, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """(n, FEATURE_DIM) float32 features of (n, S, S, 3) uint8 images."""
-    out = _batched(model.features, model, images, batch_size)
-    return out.reshape(len(images), FEATURE_DIM)
 
 
 def save(model: RelevanceNet, path, meta: dict | None = None) -> None:

@@ -134,8 +134,9 @@ def curate(manifest: pd.DataFrame, images: np.ndarray | None, params: dict, rele
     if len(idx) > 1:
         u = df.loc[usable]
         quality = keep_rank(u)
+        t = thresholds(cfg)
         group, _ = checks.near_duplicate_groups(
-            images, quality=quality, threshold=cfg["near_duplicate"], colour_threshold=cfg["near_duplicate_colour"]
+            images, quality=quality, threshold=t["near_duplicate"], colour_threshold=t["near_duplicate_colour"]
         )
         sizes = np.bincount(group, minlength=len(group))
         for g in np.unique(group[sizes[group] > 1]):
@@ -198,13 +199,12 @@ def keep_rank(rows: pd.DataFrame) -> np.ndarray:
 
 
 def thresholds(cfg: dict) -> dict:
-    """checks.py's thresholds, from params (curate.*)."""
-    return {
-        **checks.THRESHOLDS,
-        **{k: cfg[k] for k in ("tint", "dark", "overexposed", "blurry", "low_information", "low_contrast")},
-        "min_chroma": cfg["gray_chroma"],
-        "odd_aspect_ratio": cfg["max_aspect"],
-    }
+    """checks.THRESHOLD_KEYS from params (curate.*), the one home of their values."""
+    same = ("tint", "dark", "overexposed", "blurry", "low_information", "low_contrast",
+            "near_duplicate", "near_duplicate_colour")
+    out = {k: cfg[k] for k in same} | {"min_chroma": cfg["gray_chroma"], "odd_aspect_ratio": cfg["max_aspect"]}
+    assert set(out) == set(checks.THRESHOLD_KEYS), "rules.thresholds and checks.THRESHOLD_KEYS disagree"
+    return out
 
 
 def summarise(df: pd.DataFrame) -> dict:

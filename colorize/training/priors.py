@@ -37,18 +37,13 @@ from colorize.common.errors import UserError
 
 # ------------------------------------------------------------------------- the maths
 
-def count_bins(bin_images: torch.Tensor, q: int) -> np.ndarray:
-    """Pixel count per bin of a batch of bin-index images (any shape), int64 (q,)."""
-    return torch.bincount(bin_images.reshape(-1), minlength=q).numpy().astype(np.int64)
-
-
 COUNT_CHUNK = 1 << 16  # pixels per pack -> lookup -> bincount pass: its temporaries stay in cache
 
 
 def image_bin_counts(images: np.ndarray | torch.Tensor, q: int) -> np.ndarray:
     """Pixel count per ab bin of uint8 RGB images (..., 3), int64 (q,).
 
-    The same counts as count_bins(rgb_uint8_to_bins(images)), a cache-sized chunk at a
+    The same counts as binning every pixel at once (tests/colour_reference.py), a cache-sized chunk at a
     time: the whole-array way writes and rereads 14 bytes of temporaries per pixel (the
     packed colours, the int64 bin image) and ran at ~36 M px/s on one core; chunked,
     bench/suite.py (section priors) measures the rate.
