@@ -9,8 +9,7 @@
 //   http://127.0.0.1:PORT/#/compare-runs?runs=["<id1>","<id2>"]&experiments=["<exp_id>"]
 // Every request the page makes is recorded; one to any host but the URL's is aborted
 // and listed under `external`.
-import { chromium } from "playwright-core";
-import { execFileSync } from "node:child_process";
+import { openBrowser, parseArgs } from "./browser.mjs";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -23,11 +22,6 @@ if (!url || !expectedJson) {
 const expected = JSON.parse(expectedJson);
 const screenshot = shotArg ?? path.join(fs.mkdtempSync(path.join(os.tmpdir(), "mlflow-compare-")), "compare.png");
 const TIMEOUT = Number(process.env.MLFLOW_COMPARE_TIMEOUT_MS ?? 60_000);
-
-function chromiumPath() {
-  if (process.env.CHROMIUM) return process.env.CHROMIUM;
-  return execFileSync("sh", ["-c", "command -v chromium"], { encoding: "utf8" }).trim();
-}
 
 const origin = new URL(url).origin;
 const allowed = (u) => {
@@ -60,33 +54,18 @@ const result = {
 const t0 = Date.now();
 const mark = (name) => (result.timings[name] = Date.now() - t0);
 fs.mkdirSync(path.dirname(screenshot), { recursive: true });
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "mlflow-compare-chromium-"));
 
 const record = (u) => {
   result.requests.push(u);
   if (!allowed(u) && !result.external.includes(u)) result.external.push(u);
 };
 
+let browser;
 let context;
 let page;
 try {
-  // A fresh profile every run (launchPersistentContext is how playwright takes one).
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: chromiumPath(),
-    headless: true,
-    viewport: { width: 1600, height: 1200 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--disable-dev-shm-usage",
-    ],
-  });
+  browser = await openBrowser("mlflow-compare", { width: 1600, height: 1200 });
+  context = browser.context;
   // Loopback only: whatever goes elsewhere is recorded and never leaves the machine.
   await context.route(
     (u) => !allowed(u.href),
@@ -178,8 +157,7 @@ try {
   if (page) await page.screenshot({ path: screenshot, fullPage: true }).catch(() => {});
 } finally {
   mark("total");
-  if (context) await context.close().catch(() => {});
-  fs.rmSync(userDataDir, { recursive: true, force: true });
+  if (browser) await browser.close();
 }
 process.stdout.write(JSON.stringify(result) + "\n");
 process.exit(result.ok ? 0 : 1);

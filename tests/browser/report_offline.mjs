@@ -6,51 +6,23 @@
 // asserts on it.
 //
 //   node report_offline.mjs --file /abs/path/report.html [--shot /abs/path/shot.png]
-import { chromium } from "playwright-core";
-import { execFileSync } from "node:child_process";
-import fs from "node:fs";
-import os from "node:os";
+import { openBrowser, parseArgs } from "./browser.mjs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((pairs, a, i, all) => {
-    if (a.startsWith("--")) pairs.push([a.slice(2), all[i + 1]]);
-    return pairs;
-  }, []),
-);
+const args = parseArgs();
 const file = path.resolve(args.file);
 const url = pathToFileURL(file).href;
 const LOCAL = new Set(["file:", "data:"]);
 
-function chromiumPath() {
-  if (process.env.CHROMIUM) return process.env.CHROMIUM;
-  return execFileSync("sh", ["-c", "command -v chromium"], { encoding: "utf8" }).trim();
-}
-
 const result = { url, requests: [], external: [], blocked: [], failed: [], consoleErrors: [], pageErrors: [] };
 const t0 = Date.now();
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "report-chromium-"));
 
+let browser;
 let context;
 try {
-  // A fresh profile every run (launchPersistentContext is how playwright takes one).
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: chromiumPath(),
-    headless: true,
-    viewport: { width: 1280, height: 1000 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--disable-dev-shm-usage",
-    ],
-  });
+  browser = await openBrowser("report", { width: 1280, height: 1000 });
+  context = browser.context;
   // Every request of every page (and worker) of the context, whatever its scheme.
   context.on("request", (r) => {
     const u = r.url();
@@ -110,8 +82,7 @@ try {
   result.error = String(e?.stack ?? e).slice(0, 2000);
 } finally {
   result.ms = Date.now() - t0;
-  if (context) await context.close().catch(() => {});
-  fs.rmSync(userDataDir, { recursive: true, force: true });
+  if (browser) await browser.close();
 }
 process.stdout.write(JSON.stringify(result) + "\n");
 process.exit(result.ok ? 0 : 1);

@@ -12,18 +12,12 @@
 // saved-views-*-selection-option, saved-views-btn-selection-clear,
 // action-tag-sample-labels, sample-tag-input, button-Apply, action-manage-selected,
 // popout.
-import { chromium } from "playwright-core";
-import { execFileSync } from "node:child_process";
+import { openBrowser, parseArgs } from "./browser.mjs";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((pairs, a, i, all) => {
-    if (a.startsWith("--")) pairs.push([a.slice(2), all[i + 1]]);
-    return pairs;
-  }, []),
-);
+const args = parseArgs();
 const url = args.url;
 const dataset = args.dataset;
 const expect = Number(args.expect);
@@ -35,11 +29,6 @@ const LONG = 90_000; // the App's first load compiles queries and builds thumbna
 
 const GRID = '[data-cy="fo-grid"]';
 const LOOKER = `${GRID} [data-cy="looker"]`;
-
-function chromiumPath() {
-  if (process.env.CHROMIUM) return process.env.CHROMIUM;
-  return execFileSync("sh", ["-c", "command -v chromium"], { encoding: "utf8" }).trim();
-}
 
 // The tagger lists "tag\ncount" per tag: {tag: count}.
 function counts(text) {
@@ -55,28 +44,13 @@ const result = { url, dataset, shots, timings: {} };
 const t0 = Date.now();
 const mark = (name) => (result.timings[name] = Date.now() - t0);
 fs.mkdirSync(shots, { recursive: true });
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "review-app-chromium-"));
 
+let browser;
 let context;
 let page;
 try {
-  // A fresh profile every run (launchPersistentContext is how playwright takes one).
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: chromiumPath(),
-    headless: true,
-    viewport: { width: 1600, height: 1200 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--disable-dev-shm-usage",
-    ],
-  });
+  browser = await openBrowser("review-app", { width: 1600, height: 1200 });
+  context = browser.context;
   // FiftyOne's own e2e flag: no analytics, no "Explore Enterprise" popover over the UI.
   await context.addInitScript(() => {
     window.IS_PLAYWRIGHT = true;
@@ -221,8 +195,7 @@ try {
   if (page) await page.screenshot({ path: path.join(shots, "error.png") }).catch(() => {});
 } finally {
   mark("total");
-  if (context) await context.close().catch(() => {});
-  fs.rmSync(userDataDir, { recursive: true, force: true });
+  if (browser) await browser.close();
 }
 process.stdout.write(JSON.stringify(result) + "\n");
 process.exit(result.ok ? 0 : 1);
