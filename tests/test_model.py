@@ -82,12 +82,16 @@ def test_checkpoint_is_safe_and_complete(trained):
 
 
 def test_training_is_deterministic(trained, tmp_path, monkeypatch):
+    import shutil
+
     work, summary, _ = trained
-    monkeypatch.chdir(work)
+    copy = tmp_path / "copy"  # retrain in a copy: the other tests keep their model.pt
+    shutil.copytree(work, copy, symlinks=True)
+    monkeypatch.chdir(copy)
     first = torch.load(work / "models" / "model.pt", weights_only=True)["model"]
     params = small_params()
     again = train(params)
-    second = torch.load(work / "models" / "model.pt", weights_only=True)["model"]
+    second = torch.load(copy / "models" / "model.pt", weights_only=True)["model"]
     assert again["val_loss"] == summary["val_loss"]
     for k in first:
         assert torch.equal(first[k], second[k]), k
