@@ -97,6 +97,8 @@ def test_stage_deps_are_exactly_the_code_it_imports(name):
 # go to the file named in argv[1].
 RECORDER = r"""
 import atexit, json, runpy, sys
+from colorize.common import portable
+portable.pin()  # as the data stages do when run as programs (before numpy, which params imports)
 import colorize.common.params as P
 
 read = set()

@@ -233,6 +233,7 @@ SCHEMA: dict[str, Any] = {
         "seed": Int(0),
         "threads": Int(0, 256),
         "deterministic": Bool(),
+        "portable": Bool(),
         "device": Choice(("auto", "cpu", "cuda"), "device"),
         "nproc": Int(1, 64),
         "warmup_epochs": Int(0, 1000),

@@ -9,7 +9,13 @@ found, and per-check precision/recall against the garden's planted truth),
 `reports/curate_examples.png` (a row of examples per reason), the FiftyOne dataset with
 saved views for review, and an MLflow run with the same numbers.
 """
+# ruff: noqa: E402 (portable.pin() must run before numpy and torch are imported)
 from __future__ import annotations
+
+from colorize.common import portable
+
+if __name__ == "__main__":
+    portable.pin()  # before numpy and torch: the same bits on any x86-64 CPU (a data stage)
 
 import pandas as pd
 
@@ -39,6 +45,7 @@ def relevance_scores() -> pd.Series | None:
 
 
 def main() -> None:
+    portable.configure_torch()
     return_freed_memory()  # flat peak memory as the dataset grows (see colorize/common/malloc.py)
     params = load_params()
     tracking.check_store()  # before any work: an unusable MLflow store fails now, in one line

@@ -17,7 +17,13 @@ Outputs:
   annealed-mean temperature T (zhang), with the gray PSNR and the truth's colourfulness.
 The same metrics go to the training's MLflow run.
 """
+# ruff: noqa: E402 (portable.pin() must run before numpy and torch are imported)
 from __future__ import annotations
+
+from colorize.common import portable
+
+if __name__ == "__main__":
+    portable.pin()  # before numpy and torch: the same metrics on any x86-64 CPU (docs/reproducibility.md)
 
 import json
 
@@ -65,6 +71,7 @@ def main() -> None:
     # One thread and deterministic kernels: metrics.json must be bit-identical for the
     # same model and data (a CI run once saw it differ between two forced repros with
     # identical inputs; with two threads the order of float reductions may vary).
+    portable.configure_torch()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     cfg = load_params()["evaluate"]

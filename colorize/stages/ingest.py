@@ -4,7 +4,13 @@ Outputs: `data/ingest/manifest.parquet` (one row per file found, usable or not),
 `data/ingest/shards/` (the usable images at the working resolution) and
 `reports/ingest.json` (counts: found == usable + rejected, always).
 """
+# ruff: noqa: E402 (portable.pin() must run before numpy and torch are imported)
 from __future__ import annotations
+
+from colorize.common import portable
+
+if __name__ == "__main__":
+    portable.pin()  # before numpy and torch: the same bits on any x86-64 CPU (a data stage)
 
 from colorize.common import paths
 from colorize.common.errors import UserError, run_main

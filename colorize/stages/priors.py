@@ -10,7 +10,13 @@ Outputs:
 - `reports/priors_prior.png`, `reports/priors_weights.png` (DVC image plots): the ab
   plane, a to the right and b up, each in-gamut bin coloured by log10 p~ and by w.
 """
+# ruff: noqa: E402 (portable.pin() must run before numpy and torch are imported)
 from __future__ import annotations
+
+from colorize.common import portable
+
+if __name__ == "__main__":
+    portable.pin()  # before numpy and torch: the same bits on any x86-64 CPU (a data stage)
 
 import time
 
@@ -33,6 +39,7 @@ from colorize.training.priors import (
 
 
 def main() -> None:
+    portable.configure_torch()
     cfg = load_params()["priors"]
     if not paths.SPLIT_MANIFEST.exists():
         raise UserError(f"{paths.SPLIT_MANIFEST} not found: run the split stage first (dvc repro split)")

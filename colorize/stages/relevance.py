@@ -6,7 +6,13 @@ thresholds; `models/relevance.pt`; `reports/relevance.json` (held-out ROC AUC,
 precision and recall at relevance.threshold); an MLflow run. Nothing written holds a
 timing: the same data gives the same bytes (the seconds go to MLflow only).
 """
+# ruff: noqa: E402 (portable.pin() must run before numpy and torch are imported)
 from __future__ import annotations
+
+from colorize.common import portable
+
+if __name__ == "__main__":
+    portable.pin()  # before numpy and torch: the same bits on any x86-64 CPU (a data stage)
 
 import math
 
@@ -23,6 +29,7 @@ from colorize.curation.relevance import fit, save, score, weak_labels
 
 
 def main() -> None:
+    portable.configure_torch()
     params = load_params()
     tracking.check_store()  # before any work: an unusable MLflow store fails now, in one line
     cfg = params["relevance"]

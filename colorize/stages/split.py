@@ -4,7 +4,13 @@ hash of each image's duplicate group (colorize/curation/split.py).
 Output: `data/split/manifest.parquet` (the kept rows plus a `split` column) and
 `reports/split.json` (counts per split).
 """
+# ruff: noqa: E402 (portable.pin() must run before numpy and torch are imported)
 from __future__ import annotations
+
+from colorize.common import portable
+
+if __name__ == "__main__":
+    portable.pin()  # before numpy and torch: the same bits on any x86-64 CPU (a data stage)
 
 import pandas as pd
 

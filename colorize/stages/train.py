@@ -8,7 +8,13 @@ the params, colorize/training/checkpoint.py; nothing run-specific), `reports/tra
 loss and times drawn) and an MLflow run. `train.nproc` > 1 relaunches this stage under
 torchrun.
 """
+# ruff: noqa: E402 (portable.pin() must run before numpy and torch are imported)
 from __future__ import annotations
+
+from colorize.common import portable
+
+if __name__ == "__main__":
+    portable.pin(switch=("train", "portable"))  # before numpy and torch (docs/reproducibility.md)
 
 from colorize.common import paths, tracking
 from colorize.common.errors import UserError, run_main
@@ -18,6 +24,7 @@ from colorize.training.engine import train
 
 
 def main() -> None:
+    portable.configure_torch()
     params = load_params()
     tracking.check_store()  # before any work: an unreachable store fails now, in one line
     nproc = params["train"]["nproc"]
