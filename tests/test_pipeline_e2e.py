@@ -177,7 +177,8 @@ def test_zhang_trains_and_evaluates_through_dvc_exp_run(project):
     psnr = diff["reports/metrics.json"]["psnr"]
     assert psnr["old"] == base["psnr"] and psnr["new"] == metrics["psnr"] != base["psnr"], psnr
     plots = run([bin_path("dvc"), "plots", "diff", "--json", "HEAD"], proj)
-    assert "temperature_sweep.csv" in plots.stdout and "psnr_hist.png" in plots.stdout
+    sweep = json.loads(plots.stdout)["data"]["Annealed-mean temperature against PSNR (dB)"]
+    assert {"workspace", "HEAD"} <= set(sweep[0]["revisions"])  # the experiment's sweep against the commit's
 
 
 def test_every_model_through_the_experiment_queue_into_one_mlflow_store(project):
