@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export FIFTYONE_DO_NOT_TRACK := true
 
-.PHONY: setup browser browser-system run test test-fast bench review sync ui dag clean-venv
+.PHONY: setup system browser run test test-fast bench review sync ui dag services services-stop clean-venv
 
 setup: $(STAMP)
 
@@ -28,7 +28,7 @@ $(STAMP): requirements.lock pyproject.toml
 run: setup
 	$(BIN)/dvc repro
 
-test: setup browser
+test: setup system browser
 	$(BIN)/python -m pytest
 
 # The fast loop: every test but the slow (dvc repro, training), bench and browser ones.
@@ -39,10 +39,11 @@ test-fast: setup
 bench: setup
 	$(BIN)/python -m bench.suite
 
-# What the browser tests need: Debian's chromium and playwright-core (driving that
-# chromium; never `npx playwright install`). Installed only when missing: apt needs root,
-# otherwise this says what to install and the browser tests skip (they fail under CI=true).
-# playwright-core is pinned to 1.61.x, the newest that runs on Debian 12's own nodejs (18).
+# What the tests need from the system: Debian's chromium and node (the browser tests),
+# PostgreSQL (the team tests' MLflow store). Installed only when missing: apt needs root,
+# otherwise this says what to install and those tests skip (they fail under CI=true).
+# playwright-core is pinned to 1.61.x, the newest that runs on Debian 12's own nodejs (18),
+# and drives that chromium (never `npx playwright install`).
 BROWSER := tests/browser
 BROWSER_STAMP := $(BROWSER)/node_modules/.installed
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
@@ -50,18 +51,19 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-instal
 browser: $(BROWSER_STAMP)
 
 # Checked on every run (cheap); the npm install below only when the lock changed.
-browser-system:
+system:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	{ command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; } || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
-		echo "browser: installing$$missing (apt)"; \
+		echo "system: installing$$missing (apt)"; \
 		apt-get update -qq && $(APT_INSTALL)$$missing; \
 	elif [ -n "$$missing" ]; then \
-		echo "browser: install$$missing (sudo apt-get install$$missing), then rerun; browser tests skip until then"; \
+		echo "system: install$$missing (sudo apt-get install$$missing), then rerun; the tests that need them skip until then"; \
 	fi
 
-$(BROWSER_STAMP): $(BROWSER)/package.json $(BROWSER)/package-lock.json | browser-system
+$(BROWSER_STAMP): $(BROWSER)/package.json $(BROWSER)/package-lock.json | system
 	@if command -v npm >/dev/null; then \
 		cd $(BROWSER) && npm ci --silent --no-audit --no-fund && touch $(abspath $@); \
 	fi
@@ -77,6 +79,15 @@ sync: setup
 # The MLflow UI on the project's store, on loopback only.
 ui: setup
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri sqlite:///$(abspath mlflow.db)
+
+# The team stack on this machine, for trying the shared set-up (docs/team.md): SeaweedFS
+# (S3), PostgreSQL, an MLflow server on both with basic auth, MongoDB with auth; all on
+# 127.0.0.1, data and credentials in .services/ (git-ignored). `source .services/env`.
+services: setup system
+	$(BIN)/python -m colorize.team.services start --dir .services
+
+services-stop: setup
+	$(BIN)/python -m colorize.team.services stop --dir .services
 
 dag: setup
 	$(BIN)/dvc dag

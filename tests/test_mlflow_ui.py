@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -99,12 +100,12 @@ def _stop(proc: subprocess.Popen, family: list[psutil.Process]) -> None:
     assert not alive, f"left running: {alive}"
 
 
-def _log_runs(uri: str, artifacts: Path) -> tuple[str, list[str]]:
+def _log_runs(uri: str, artifacts: Path | None) -> tuple[str, list[str]]:
     """The two runs, through the mlflow client API (no global tracking state touched)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    exp_id = client.create_experiment("colorize-compare", artifact_location=artifacts.as_uri())
+    exp_id = client.create_experiment("colorize-compare", artifact_location=artifacts.as_uri() if artifacts else None)
     ids = []
     for name, run in RUNS.items():
         r = client.create_run(exp_id, run_name=name)
@@ -118,10 +119,8 @@ def _log_runs(uri: str, artifacts: Path) -> tuple[str, list[str]]:
     return exp_id, ids
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on the runs' store, on a free loopback port; one per module."""
-    tmp_path = tmp_path_factory.mktemp("mlflow-ui")
+def _sqlite_server(tmp_path):
+    """A real `mlflow server` on a sqlite store holding the runs; one per module."""
     db = tmp_path / "mlflow.db"
     artifacts = tmp_path / "mlartifacts"
     artifacts.mkdir()
@@ -156,10 +155,57 @@ def mlflow_server(tmp_path_factory):
             time.sleep(0.5)
         family = _family(proc)
         yield {"url": url, "port": port, "exp_id": exp_id, "run_ids": run_ids, "log": log_path,
-               "family": family, "start_s": round(time.monotonic() - started, 1)}
+               "family": family, "start_s": round(time.monotonic() - started, 1), "auth": None}
     finally:
         _stop(proc, family)
         assert not _health(url), f"something still answers on {url}"
+
+
+def _team_server():
+    """The team's server (colorize/team/services.py): PostgreSQL, artifacts proxied to
+    SeaweedFS's S3, basic auth; the runs logged with the admin's credentials."""
+    from colorize.team import services
+    from tests.test_team import stack_root_or_skip
+
+    root = stack_root_or_skip()
+    stack = services.Stack.load_or_create(root, {n: services.free_port() for n in services.DEFAULT_PORTS})
+    auth = {"MLFLOW_TRACKING_USERNAME": services.MLFLOW_ADMIN, "MLFLOW_TRACKING_PASSWORD": stack.secrets["mlflow_admin"]}
+    saved = {k: os.environ.get(k) for k in auth}
+    try:
+        started = time.monotonic()
+        stack.start_object_store()  # the parts the server needs; no MongoDB
+        stack.start_postgres()
+        stack.start_mlflow()
+        start_s = round(time.monotonic() - started, 1)
+        os.environ.update(auth)
+        exp_id, run_ids = _log_runs(stack.mlflow_url, None)
+        pid = int((root / "mlflow.pid").read_text())
+        yield {"url": stack.mlflow_url, "port": stack.ports["mlflow"], "exp_id": exp_id, "run_ids": run_ids,
+               "log": root / "mlflow.log", "family": _family_of(pid), "start_s": start_s,
+               "auth": (services.MLFLOW_ADMIN, stack.secrets["mlflow_admin"])}
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        stack.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _family_of(pid: int) -> list[psutil.Process]:
+    parent = psutil.Process(pid)
+    return [parent, *parent.children(recursive=True)]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "team"])
+def mlflow_server(request, tmp_path_factory):
+    """A real `mlflow server` holding two runs, on a free loopback port: on a sqlite store,
+    and as the team runs it (PostgreSQL, S3 artifacts, basic auth)."""
+    if request.param == "sqlite":
+        yield from _sqlite_server(tmp_path_factory.mktemp("mlflow-ui"))
+    else:
+        yield from _team_server()
 
 
 # ----------------------------------------------------------------------------- the test
@@ -194,7 +240,10 @@ def test_compare_runs_page_renders_both_runs(browser_tools, mlflow_server, tmp_p
     shot = tmp_path / "compare.png"
     cmd = ["node", str(BROWSER_DIR / "mlflow_compare.mjs"), url, json.dumps(expected), str(shot)]
     started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=BROWSER_DIR, capture_output=True, text=True, timeout=180)
+    env = {**os.environ}
+    if srv["auth"]:  # the team's server: basic auth, as a person's browser sends it
+        env.update(BROWSER_HTTP_USERNAME=srv["auth"][0], BROWSER_HTTP_PASSWORD=srv["auth"][1])
+    proc = subprocess.run(cmd, cwd=BROWSER_DIR, capture_output=True, text=True, timeout=180, env=env, check=False)
     browser_s = time.monotonic() - started
     context = (f"\nscreenshot: {shot}\nstderr: {proc.stderr[-3000:]}\n"
                f"server log: {srv['log'].read_text(errors='replace')[-3000:]}")
@@ -222,11 +271,14 @@ def test_compare_runs_page_renders_both_runs(browser_tools, mlflow_server, tmp_p
     hosts = {urlsplit(u).hostname for u in result["requests"] if urlsplit(u).scheme in ("http", "https", "ws", "wss")}
     assert hosts == {LOOPBACK}, hosts
     assert any("/ajax-api/2.0/mlflow/runs/search" in u for u in result["requests"]), result["requests"]
-    # No script errors. The only failing request is MLflow's own probe for an auth
-    # plugin (404 without one), which chromium logs as a console error.
+    # No script errors. The only failing request may be MLflow's own probe for an auth
+    # plugin (404 without one; the team's server answers it), which chromium logs as a
+    # console error.
     assert result["pageErrors"] == [], result["pageErrors"]
     assert all(r["status"] == 404 and r["url"].endswith("/ajax-api/2.0/mlflow/users/current")
                for r in result["badResponses"]), result["badResponses"]
+    if srv["auth"]:
+        assert result["badResponses"] == [], result["badResponses"]
     resource_errors = [e for e in result["consoleErrors"] if e.startswith("Failed to load resource")]
     assert len(resource_errors) <= len(result["badResponses"]), result["consoleErrors"]
     assert len(resource_errors) == len(result["consoleErrors"]), result["consoleErrors"]

@@ -17,7 +17,7 @@ import signal
 from colorize.common import paths
 from colorize.common.errors import run_main
 from colorize.curation import fodb
-from colorize.curation.review import DATASET, export_decisions, open_dataset
+from colorize.curation.review import export_decisions, open_dataset
 
 SERVER_GRACE_S = 3  # the App's server exits within ~2.5 s of SIGTERM
 
@@ -79,7 +79,7 @@ def _app_servers() -> tuple[list, list]:
     return watchers, servers
 
 
-def launch_app(name: str = DATASET, port: int = 5151, address: str = "127.0.0.1") -> None:
+def launch_app(name: str | None = None, port: int = 5151, address: str = "127.0.0.1") -> None:
     import fiftyone as fo
 
     ds = open_dataset(name)
@@ -106,9 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     app = sub.add_parser("app", help="open the FiftyOne App on 127.0.0.1; decisions are saved on exit")
     app.add_argument("--port", type=int, default=5151)
     app.add_argument("--address", default="127.0.0.1", help="bind address (default: loopback only)")
-    app.add_argument("--dataset", default=DATASET)
+    app.add_argument("--dataset", help="default: see colorize.curation.review.dataset_name")
     sync = sub.add_parser("sync", help="export the App's decisions to data/curation/decisions.csv")
-    sync.add_argument("--dataset", default=DATASET)
+    sync.add_argument("--dataset", help="default: see colorize.curation.review.dataset_name")
     args = parser.parse_args(argv)
     with fodb.database():
         if args.command == "app":

@@ -378,12 +378,22 @@ def _died_error(proc: subprocess.Popen | None, uri: str, directory: Path) -> Dat
     return DatabaseError(f"mongod stopped while in use ({how}); see {directory / 'mongod.log'}, then run again")
 
 
+_OURS: set[str] = set()  # URIs of the mongods this process started or reused in .fiftyone
+
+
+def shared() -> bool:
+    """Whether FiftyOne's database is one the user named (a team's), not the project's own."""
+    uri = os.environ.get("FIFTYONE_DATABASE_URI")
+    return bool(uri) and uri not in _OURS
+
+
 @contextlib.contextmanager
 def database():
     """Make FiftyOne's database available for the duration of the block."""
     _quiet_fiftyone()
-    if os.environ.get("FIFTYONE_DATABASE_URI"):
-        yield os.environ["FIFTYONE_DATABASE_URI"]
+    if shared():
+        with _shared_database(os.environ["FIFTYONE_DATABASE_URI"]) as uri:
+            yield uri
         return
     directory = data_dir().resolve()
     proc = None
@@ -398,6 +408,7 @@ def database():
                 proc, port = _spawn(directory)
                 uri = _wait_until_serving(proc, port, directory)
             os.environ["FIFTYONE_DATABASE_URI"] = uri
+            _OURS.add(uri)
             try:
                 yield uri
             except Exception as e:
@@ -411,6 +422,40 @@ def database():
                 _wait_for_other_users(users, directory)
                 stop_mongod(proc, directory)
             os.environ.pop("FIFTYONE_DATABASE_URI", None)
+
+
+@contextlib.contextmanager
+def _shared_database(uri: str):
+    """A database the user named (a team's MongoDB): checked before any work, and a
+    connection lost while in use is one line that names the server (never its password)."""
+    import pymongo
+
+    where = _redacted(uri)
+    try:
+        with pymongo.MongoClient(uri, serverSelectionTimeoutMS=SELECTION_TIMEOUT_MS) as client:
+            client.admin.command("ping")
+    except pymongo.errors.OperationFailure as e:
+        raise DatabaseError(f"FiftyOne's database {where} refused us ({e.details.get('errmsg', e) if e.details else e}): "
+                            "check the user and password in FIFTYONE_DATABASE_URI") from None
+    except pymongo.errors.PyMongoError as e:
+        raise DatabaseError(f"FiftyOne's database {where} is unreachable ({type(e).__name__}): start it, "
+                            "or unset FIFTYONE_DATABASE_URI to use the project's own") from None
+    try:
+        yield uri
+    except pymongo.errors.ConnectionFailure as e:
+        raise DatabaseError(f"lost FiftyOne's database {where} while in use ({type(e).__name__}): "
+                            "run again once it is back (decisions.csv is written only after a complete read)") from e
+
+
+def _redacted(uri: str) -> str:
+    """The URI without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @contextlib.contextmanager

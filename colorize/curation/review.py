@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
+import re
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -38,7 +41,7 @@ from colorize.curation.decisions import (
     write_decisions,
 )
 
-DATASET = "colorize"
+DATASET = "colorize"  # on the project's own mongod (one per clone); see dataset_name()
 FLAG_PREFIX = "flag:"
 # Fields mirrored from the curated manifest into each sample (when present), besides every
 # check's score (checks.SCORE_COLUMNS): what a reviewer filters and sorts by in the App.
@@ -49,12 +52,45 @@ MANIFEST_FIELDS = (
 
 
 def review_fields() -> tuple[str, ...]:
-    from colorize.curation.checks import SCORE_COLUMNS  # here: checks brings torch, the App's CLI needs none
+    from colorize.curation.checks import (
+        SCORE_COLUMNS,  # here: checks brings torch, the App's CLI needs none
+    )
 
     return MANIFEST_FIELDS + SCORE_COLUMNS
 
 
 # ----------------------------------------------------------------------------- FiftyOne dataset
+
+
+def dataset_name() -> str:
+    """The review dataset's name.
+
+    On the project's own mongod (one per clone) it is `colorize`. On a shared database
+    (`FIFTYONE_DATABASE_URI` set by the user) clones and branches meet, so it is
+    `colorize-<project>-<branch>`: the project is named by its git remote `origin` (the
+    same for every clone of it), else by its folder, and the branch is the checked-out
+    one. Two clones on one branch review one dataset; another branch or project gets its
+    own. `COLORIZE_DATASET` overrides both (a name of your choosing).
+    """
+    from colorize.curation import fodb
+
+    if os.environ.get("COLORIZE_DATASET"):
+        return os.environ["COLORIZE_DATASET"]
+    if not fodb.shared():
+        return DATASET
+    root = project_root()
+    origin = _git(root, "config", "--get", "remote.origin.url")
+    project = Path(origin.rstrip("/")).name.removesuffix(".git") if origin else root.name
+    branch = _git(root, "rev-parse", "--abbrev-ref", "HEAD") or "no-branch"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{DATASET}-{project}-{branch}")
+
+
+def _git(root: Path, *args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 def _clean(value):
@@ -70,7 +106,7 @@ def _absolute(path: str) -> str:
     return str(p if p.is_absolute() else (project_root() / p).resolve())
 
 
-def sync_dataset(curated: pd.DataFrame, decisions: pd.DataFrame, name: str = DATASET, flag_columns=()):
+def sync_dataset(curated: pd.DataFrame, decisions: pd.DataFrame, name: str | None = None, flag_columns=()):
     """Create or refresh the persistent dataset; only new or changed samples are written.
 
     `flag_columns` are boolean columns (`flag_tinted` or `tinted`); each True becomes
@@ -79,6 +115,7 @@ def sync_dataset(curated: pd.DataFrame, decisions: pd.DataFrame, name: str = DAT
     import fiftyone as fo
     import fiftyone.core.media as fom
 
+    name = name or dataset_name()
     ds = fo.load_dataset(name) if fo.dataset_exists(name) else fo.Dataset(name, persistent=True)
     df = curated.rename(columns={"id": "cid"})
     # An image dataset holds only files FiftyOne takes for images by their name: the
@@ -164,18 +201,19 @@ def save_views(ds, flag_columns) -> None:
             ds.match(F("near_dup_group") >= 0).sort_by([("near_dup_group", 1), ("keep", -1)]),
             overwrite=True,
         )
-    ds.save_view("kept", ds.match(F("keep") == True), overwrite=True)  # noqa: E712 - a query, not a bool
-    ds.save_view("dropped", ds.match(F("keep") == False).sort_by("reason"), overwrite=True)  # noqa: E712
+    ds.save_view("kept", ds.match(F("keep") == True), overwrite=True)
+    ds.save_view("dropped", ds.match(F("keep") == False).sort_by("reason"), overwrite=True)
 
 
-def mirror_curated(curated: pd.DataFrame, decisions: pd.DataFrame, name: str = DATASET):
+def mirror_curated(curated: pd.DataFrame, decisions: pd.DataFrame, name: str | None = None):
     """The review dataset from a curated manifest and the decisions: curate's last step, and
     review's own when the database lost the dataset."""
     flag_columns = [c for c in curated.columns if c.startswith("flag_")]
+    name = name or dataset_name()
     return sync_dataset(curated, decisions, name, flag_columns=flag_columns)
 
 
-def open_dataset(name: str = DATASET):
+def open_dataset(name: str | None = None):
     """The review dataset, rebuilt when the database lost it (`rm -rf .fiftyone`, a new machine).
 
     `dvc repro curate` would not rebuild it: the stage's inputs did not change. Its outputs
@@ -183,6 +221,7 @@ def open_dataset(name: str = DATASET):
     """
     import fiftyone as fo
 
+    name = name or dataset_name()
     if not fo.dataset_exists(name):
         if not paths.CURATED_MANIFEST.exists():
             raise UserError(f"FiftyOne dataset {name!r} not found, and {paths.CURATED_MANIFEST} is missing too: "
@@ -193,12 +232,12 @@ def open_dataset(name: str = DATASET):
     return fo.load_dataset(name)
 
 
-def export_decisions(name: str = DATASET, path: Path = paths.DECISIONS) -> pd.DataFrame:
+def export_decisions(name: str | None = None, path: Path = paths.DECISIONS) -> pd.DataFrame:
     """The App's human tags -> decisions.csv. Decisions for ids no longer in the dataset stay."""
     ds = open_dataset(name)
     old = read_decisions(path)
     old_by_id = {r.id: r for r in old.itertuples(index=False)}
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     rows = []
     in_dataset = set()
     for cid, tags in zip(ds.values("cid"), ds.values("tags")):

@@ -51,6 +51,11 @@ export async function openBrowser(name, viewport) {
       headless: true,
       viewport,
       args: FLAGS,
+      // A server behind basic auth (the team's MLflow server): credentials from the
+      // environment, never on the command line.
+      ...(process.env.BROWSER_HTTP_USERNAME
+        ? { httpCredentials: { username: process.env.BROWSER_HTTP_USERNAME, password: process.env.BROWSER_HTTP_PASSWORD ?? "" } }
+        : {}),
     });
   } catch (e) {
     await close();
