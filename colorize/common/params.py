@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import reprlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,9 +103,12 @@ class Bool:
 
 @dataclass(frozen=True)
 class Str:
+    empty: bool = False  # "" allowed: a value that only some settings need (train.rdzv_endpoint)
+
     def check(self, key: str, value: Any) -> str:
-        if not isinstance(value, str) or not value:
-            raise ParamsError(f"{key}: expected a non-empty string, got {short(value)}")
+        if not isinstance(value, str) or not (value or self.empty):
+            what = "a string" if self.empty else "a non-empty string"
+            raise ParamsError(f"{key}: expected {what}, got {short(value)}")
         return value
 
 
@@ -236,6 +240,8 @@ SCHEMA: dict[str, Any] = {
         "portable": Bool(),
         "device": Choice(("auto", "cpu", "cuda"), "device"),
         "nproc": Int(1, 64),
+        "nnodes": Int(1, 1024),
+        "rdzv_endpoint": Str(empty=True),
         "warmup_epochs": Int(0, 1000),
         "grad_clip": Float(0.0, 1e6),
         "crop": Int(0, 1024),
@@ -305,6 +311,21 @@ def _cross_checks(p: dict) -> None:
     if s["train"] <= 0:
         raise ParamsError("split.train: must be > 0")
     _model_checks(p["train"], p["ingest"]["image_size"])
+    if p["train"]["nnodes"] > 1:
+        rdzv_endpoint(p["train"])
+
+
+_ENDPOINT = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>[0-9]{1,5})")
+
+
+def rdzv_endpoint(t: dict) -> tuple[str, int]:
+    """train.rdzv_endpoint as (host, port): `HOST:PORT` (an IPv6 address in brackets)."""
+    value = t["rdzv_endpoint"]
+    m = _ENDPOINT.fullmatch(value)
+    if not m or not 1 <= int(m["port"]) <= 65535:
+        raise ParamsError(f"train.rdzv_endpoint: train.nnodes {t['nnodes']} needs HOST:PORT of node 0 (the machine "
+                          f"that runs dvc repro), reachable from every node, e.g. 10.0.0.1:29500; got {short(value)}")
+    return m["v6"] or m["host"], int(m["port"])
 
 
 def _model_checks(t: dict, size: int) -> None:
@@ -334,11 +355,16 @@ def validate(raw: Any) -> dict:
 
 # What a checkpoint keeps of the params: all a model needs to be rebuilt and used (its
 # train params and the working resolution), and nothing the train stage does not depend on.
-MODEL_SCHEMA = {"train": SCHEMA["train"], "ingest": {"image_size": SCHEMA["ingest"]["image_size"]}}
+# Not where the machines were: a model does not carry node 0's address, and checkpoints
+# written before multi-node training (without these keys) still load.
+MACHINE_KEYS = ("nnodes", "rdzv_endpoint")
+MODEL_SCHEMA = {"train": {k: v for k, v in SCHEMA["train"].items() if k not in MACHINE_KEYS},
+                "ingest": {"image_size": SCHEMA["ingest"]["image_size"]}}
 
 
 def model_args(params: dict) -> dict:
-    return {"train": params["train"], "ingest": {"image_size": params["ingest"]["image_size"]}}
+    train = {k: v for k, v in params["train"].items() if k not in MACHINE_KEYS}
+    return {"train": train, "ingest": {"image_size": params["ingest"]["image_size"]}}
 
 
 def validate_model_args(raw: Any) -> dict:

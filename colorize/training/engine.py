@@ -132,8 +132,10 @@ class Progress:
 
 def fingerprint(params: dict) -> str:
     """What a resumable run must share with the interrupted one: the train params, the
-    working resolution, the split and (zhang) the priors."""
-    h = hashlib.sha256(json.dumps({"train": params["train"], "size": params["ingest"]["image_size"],
+    working resolution, the split and (zhang) the priors. Not node 0's address: a
+    restart from another address resumes."""
+    train = {k: v for k, v in params["train"].items() if k != "rdzv_endpoint"}
+    h = hashlib.sha256(json.dumps({"train": train, "size": params["ingest"]["image_size"],
                                    "format": checkpoint.FORMAT}, sort_keys=True).encode())
     for path in (paths.SPLIT_MANIFEST, paths.PRIORS):
         if path.exists():
@@ -167,24 +169,41 @@ def state_of(model, optimizers: dict, sched, epoch: int, params: dict) -> dict:
     return state
 
 
-def resume(key: str, d: Dist, model, optimizers: dict, sched, progress: Progress) -> None:
-    """Load the resume checkpoint into everything, if it is from the same params and data
-    (its fingerprint is `key`). Read onto the CPU: load_state_dict moves weights and
-    optimizer states to the model's device, and RNG states must be CPU tensors."""
+def same_everywhere(key: str, d: Dist) -> None:
+    """Every rank trains on rank 0's params and data (fingerprint `key`): another node's
+    clone can lag behind. Checked on every rank, so that all of them stop and none waits."""
+    keys = d.collect(key)
+    differ = [rank for rank, k in enumerate(keys) if k != keys[0]]
+    if differ:
+        raise UserError(f"train: ranks {differ} have other params.yaml or data than rank 0: check out the same "
+                        "commit and run `dvc repro priors` (or dvc pull) on every node")
+
+
+def resume_checkpoint(key: str) -> dict | None:
+    """The resume checkpoint if it is one of this training (fingerprint `key`), else None."""
     if not paths.RESUME.exists():
-        return
+        return None
     try:
         ckpt = checkpoint.load(paths.RESUME)
     except UserError as e:  # e.g. written by an older version of this code
-        if d.main:
-            print(f"train: cannot resume: {e}; starting afresh")
-        return
+        print(f"train: cannot resume: {e}; starting afresh")
+        return None
     if ckpt.get("fingerprint") != key:
-        if d.main:
-            print(f"train: {paths.RESUME} is from other params or data; starting afresh")
+        print(f"train: {paths.RESUME} is from other params or data; starting afresh")
+        return None
+    print(f"train: resuming from {paths.RESUME} after epoch {ckpt['epoch']}")
+    return ckpt
+
+
+def resume(key: str, d: Dist, model, optimizers: dict, sched, progress: Progress) -> None:
+    """Load the resume checkpoint into everything, if it is from the same params and data
+    (its fingerprint is `key`). Rank 0 reads it and sends it to every rank: the other
+    nodes have no resume file (or a stale one), and every rank must start from the same
+    epoch. Read onto the CPU: load_state_dict moves weights and optimizer states to the
+    model's device, and RNG states must be CPU tensors."""
+    ckpt = d.share(resume_checkpoint(key) if d.main else None)
+    if ckpt is None:
         return
-    if d.main:
-        print(f"train: resuming from {paths.RESUME} after epoch {ckpt['epoch']}")
     model.load_state_dict(ckpt["model"])
     for name, opt in optimizers.items():
         opt.load_state_dict(ckpt[optimizer_key(name)])
@@ -255,7 +274,9 @@ def train(params: dict) -> dict:
     cfg = params["train"]
     device = pick_device(cfg)
     d = init_distributed(device)
-    set_determinism(cfg["seed"], max(1, cfg["threads"] // d.world) if cfg["threads"] else 0, cfg["deterministic"])
+    # train.threads are per machine: shared by this machine's processes (each node has its own cores)
+    set_determinism(cfg["seed"], max(1, cfg["threads"] // d.local_world) if cfg["threads"] else 0,
+                    cfg["deterministic"])
     train_data, val_data = Tensors.of("train"), Tensors.of("val")
     n = len(train_data.L)
     model = build_model(cfg).to(device)  # zhang reads data/priors/priors.npz (the priors stage)
@@ -267,6 +288,7 @@ def train(params: dict) -> dict:
         optimizers["model"], warmup_cosine(cfg["warmup_epochs"] * steps, cfg["epochs"] * steps))
     progress = Progress(LossTable(n))
     key = fingerprint(params)
+    same_everywhere(key, d)
     resume(key, d, model, optimizers, sched, progress)
     loss = LossOf(model)
     if d.world > 1 and not model.manual_gradient_sync:
