@@ -42,6 +42,13 @@ def cache_bytes(cache: Path) -> int:
     return sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
 
 
+def add_remote(proj: Path, key: str, url: str, stack: services.Stack) -> None:
+    """The remote in .dvc/config.local (this clone only), with the stack's endpoint for S3."""
+    run([DVC, "remote", "add", "--local", key, url], proj)
+    if url.startswith("s3://"):
+        run([DVC, "remote", "modify", "--local", key, "endpointurl", stack.s3_url], proj)
+
+
 def dvc_remotes(stack: services.Stack, tmp: Path) -> dict:
     """Push this checkout's outputs to each remote from a clone sharing its cache, then pull
     them into fresh clones."""
@@ -53,17 +60,13 @@ def dvc_remotes(stack: services.Stack, tmp: Path) -> dict:
     out = {}
     for name, url in remotes.items():
         key = "s3" if url.startswith("s3://") else "dir"
-        run([DVC, "remote", "add", "--local", key, url], src)
-        if key == "s3":
-            run([DVC, "remote", "modify", "--local", key, "endpointurl", stack.s3_url], src)
+        add_remote(src, key, url, stack)
         started = time.perf_counter()
         run([DVC, "push", "-r", key], src, env=env)
         push_s = time.perf_counter() - started
         dest = tmp / f"pull-{key}"
         run(["git", "clone", "-q", str(src), str(dest)], tmp)
-        run([DVC, "remote", "add", "--local", key, url], dest)
-        if key == "s3":
-            run([DVC, "remote", "modify", "--local", key, "endpointurl", stack.s3_url], dest)
+        add_remote(dest, key, url, stack)
         started = time.perf_counter()
         run([DVC, "pull", "-r", key], dest, env=env)
         pull_s = time.perf_counter() - started

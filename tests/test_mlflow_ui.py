@@ -59,10 +59,10 @@ def _health(url: str) -> bool:
         return False
 
 
-def _family(proc: subprocess.Popen) -> list[psutil.Process]:
+def _family(pid: int) -> list[psutil.Process]:
     """The process and everything it started (uvicorn and its workers)."""
     try:
-        parent = psutil.Process(proc.pid)
+        parent = psutil.Process(pid)
         return [parent, *parent.children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
@@ -81,7 +81,7 @@ def _listening(family: list[psutil.Process]) -> set[tuple[str, int]]:
 
 def _stop(proc: subprocess.Popen, family: list[psutil.Process]) -> None:
     """SIGTERM to the server, then kill whatever of its family is still there."""
-    family = list({p.pid: p for p in [*family, *_family(proc)]}.values())  # and any started since
+    family = list({p.pid: p for p in [*family, *_family(proc.pid)]}.values())  # and any started since
     for p in (p for p in family if p.pid != proc.pid):  # uvicorn too, with the CLI: a faster way out
         with contextlib.suppress(psutil.NoSuchProcess):
             p.send_signal(signal.SIGTERM)
@@ -146,14 +146,14 @@ def _sqlite_server(tmp_path):
     family: list[psutil.Process] = []
     try:
         while not _health(url):
-            family = _family(proc) or family
+            family = _family(proc.pid) or family
             if proc.poll() is not None:
                 pytest.fail(f"mlflow server exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
             if time.monotonic() - started > SERVER_START_TIMEOUT:
                 pytest.fail(f"mlflow server did not answer on {url} in {SERVER_START_TIMEOUT} s:\n"
                             f"{log_path.read_text()[-4000:]}")
             time.sleep(0.5)
-        family = _family(proc)
+        family = _family(proc.pid)
         yield {"url": url, "port": port, "exp_id": exp_id, "run_ids": run_ids, "log": log_path,
                "family": family, "start_s": round(time.monotonic() - started, 1), "auth": None}
     finally:
@@ -181,7 +181,7 @@ def _team_server():
         exp_id, run_ids = _log_runs(stack.mlflow_url, None)
         pid = int((root / "mlflow.pid").read_text())
         yield {"url": stack.mlflow_url, "port": stack.ports["mlflow"], "exp_id": exp_id, "run_ids": run_ids,
-               "log": root / "mlflow.log", "family": _family_of(pid), "start_s": start_s,
+               "log": root / "mlflow.log", "family": _family(pid), "start_s": start_s,
                "auth": (services.MLFLOW_ADMIN, stack.secrets["mlflow_admin"])}
     finally:
         for k, v in saved.items():
@@ -192,10 +192,6 @@ def _team_server():
         stack.stop()
         shutil.rmtree(root, ignore_errors=True)
 
-
-def _family_of(pid: int) -> list[psutil.Process]:
-    parent = psutil.Process(pid)
-    return [parent, *parent.children(recursive=True)]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "team"])

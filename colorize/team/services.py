@@ -60,6 +60,7 @@ class Stack:
     root: Path
     ports: dict = field(default_factory=lambda: dict(DEFAULT_PORTS))
     secrets: dict = field(default_factory=dict)
+    procs: dict = field(default_factory=dict, repr=False)  # the servers this process started
 
     # ------------------------------------------------------------- what clients use
     @property
@@ -276,11 +277,11 @@ class Stack:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, cwd=cwd, start_new_session=True)  # its own group: stopped as one
         self._pidfile(name).write_text(str(proc.pid))
-        self._procs = {**getattr(self, "_procs", {}), name: proc}
+        self.procs[name] = proc
 
     def _wait(self, name: str, ready) -> None:
         deadline = time.monotonic() + START_TIMEOUT
-        proc = self._procs[name]
+        proc = self.procs[name]
         while not ready():
             if proc.poll() is not None or time.monotonic() > deadline:
                 why = f"exited with status {proc.returncode}" if proc.poll() is not None else \
