@@ -823,11 +823,11 @@ class MlflowServer:
     def wait_healthy(self) -> None:
         deadline = time.monotonic() + 120
         while not _health(self.url):
-            self.family = _family(self.proc) or self.family
+            self.family = _family(self.proc.pid) or self.family
             assert self.proc.poll() is None, (self.store / "server.log").read_text()[-3000:]
             assert time.monotonic() < deadline, (self.store / "server.log").read_text()[-3000:]
             time.sleep(0.5)
-        self.family = _family(self.proc)
+        self.family = _family(self.proc.pid)
 
     def stop(self) -> None:
         """Stopped, all its processes gone (again: a no-op)."""
