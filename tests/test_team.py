@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -272,4 +273,48 @@ def test_shared_database_gone_at_sync(team, stack):
         assert stack.secrets["mongo"] not in proc.stderr
         assert (a / "data" / "curation" / "decisions.csv").read_bytes() == before
     finally:
+        stack.start_mongo()
+
+
+# `colorize-review sync`, paused by itself once the shared dataset is open and before it
+# reads a single tag: the test stops the database there, then lets the sync go on.
+PAUSE_ONCE_OPEN = """
+import os, signal
+from colorize.cli import review as cli
+from colorize.curation import review
+read_decisions = review.read_decisions
+def pause_then_read(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return read_decisions(*args, **kwargs)
+review.read_decisions = pause_then_read
+cli.run()
+"""
+
+
+def test_shared_database_gone_mid_sync(team, stack):
+    """The shared MongoDB goes away while sync has the dataset open: one line naming the
+    server (not its password), and decisions.csv untouched."""
+    a, env = team["a"], team["env"]
+    decisions = a / "data" / "curation" / "decisions.csv"
+    before = decisions.read_bytes()
+    proc = subprocess.Popen([bin_path("python"), "-c", PAUSE_ONCE_OPEN, "sync"], cwd=a, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while psutil.Process(proc.pid).status() != psutil.STATUS_STOPPED:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "sync never opened the dataset"
+            time.sleep(0.05)
+        stack.stop("mongo")
+        proc.send_signal(signal.SIGCONT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, err[-2000:]
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "lost FiftyOne's database" in lines[0], err
+        assert stack.secrets["mongo"] not in err
+        assert decisions.read_bytes() == before
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         stack.start_mongo()
