@@ -285,6 +285,38 @@ def test_garden_near_duplicate_precision_and_recall(planted):
     assert all(o in kept_paths for o in originals if o in set(rest["path"]))
 
 
+def test_near_dup_ann_search_finds_the_exact_search_pairs(planted):
+    """The approximate index (used from checks.ANN_FROM images on) against all pairs, on
+    the planted garden: every matched pair of the exact search, and each planted copy
+    grouped with its original, also found through the index."""
+    images = _stack(planted)
+    exact = checks.near_duplicate_pairs(images, search="exact")
+    ann = checks.near_duplicate_pairs(images, search="ann")
+
+    def matched(pairs):
+        m = pairs[(pairs["score"] >= NEAR_DUPLICATE["threshold"])
+                  & (pairs["colour_diff"] <= NEAR_DUPLICATE["colour_threshold"])]
+        return set(zip(m["i"], m["j"]))
+
+    found, reference = matched(ann), matched(exact)
+    assert len(reference) >= 20
+    assert len(found & reference) / len(reference) >= 0.98
+    assert found <= set(zip(exact["i"], exact["j"]))  # nothing the exact search did not propose
+    group, _ = checks.near_duplicate_groups(pairs=ann, n=len(images), **NEAR_DUPLICATE)
+    position = {path: k for k, path in enumerate(planted["path"])}
+    copies = planted[(planted["defect"] == "near_duplicate") & planted["defect_of"].isin(position)]
+    assert len(copies) >= 10
+    assert all(group[position[c.path]] == group[position[c.defect_of]] for c in copies.itertuples())
+
+
+def test_near_dup_ann_search_is_the_same_every_run(planted):
+    """A fixed k-means seed and whole-list scans: the same candidates, bit for bit."""
+    emb = checks._NearDupData(_stack(planted), 256).emb
+    first, second = checks._candidates_ann(emb, 0.9, 6), checks._candidates_ann(emb, 0.9, 6)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert len(first[0]) > 0
+
+
 # ---------------------------------------------------------------- real photographs
 
 @pytest.mark.realdata

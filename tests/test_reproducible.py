@@ -85,3 +85,27 @@ def test_a_data_stage_run_as_a_program_pins_its_kernels(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert "params.yaml" in done.stderr, done.stderr[-2000:]
     assert done.stdout.split() == ["default", "DEFAULT", "False", "2"], done.stderr[-2000:]
+
+
+NEAR_DUP_ANN = """
+from colorize.common import portable
+portable.pin()
+import hashlib, numpy as np, torch
+from colorize.curation import checks
+emb = np.random.default_rng(0).standard_normal((3000, len(checks.WINDOWS), 24)).astype(np.float32)
+emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
+q, r, s = checks._candidates_ann(torch.from_numpy(emb), 0.5, 6)
+print(len(q), hashlib.sha256(q.tobytes() + r.tobytes() + s.tobytes()).hexdigest())
+"""
+
+
+def test_near_dup_ann_search_gives_the_same_bits_on_other_cpus():
+    """curate's approximate index pinned: faiss's AVX2 / AVX-512 kernels, which a machine
+    would otherwise pick by itself, cannot change a candidate or its similarity."""
+    out = set()
+    for level in ("AVX512", "AVX2", "NONE"):
+        env = {**os.environ, "FAISS_SIMD_LEVEL": level, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run([sys.executable, "-c", NEAR_DUP_ANN], capture_output=True, text=True, cwd=ROOT, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        out.add(done.stdout.strip())
+    assert len(out) == 1 and int(next(iter(out)).split()[0]) > 0, out

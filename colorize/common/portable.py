@@ -17,6 +17,8 @@ What it pins, each to the code path every x86-64 CPU has:
   results on any Intel or AMD x86 CPU (for a fixed thread count);
 - NPY_DISABLE_CPU_FEATURES: numpy's dispatched SIMD loops off above its x86-64-v2
   baseline; OPENBLAS_CORETYPE: one OpenBLAS kernel set for numpy's matmul;
+- FAISS_SIMD_LEVEL=NONE: faiss (the near-duplicate index) without its AVX2/AVX-512
+  dispatch, which changes the similarities' last bits and so the candidates;
 - threads: torch and the BLAS libraries use THREADS threads whatever the core count,
   because a parallel reduction's order depends on how it is split.
 
@@ -52,6 +54,7 @@ ENV = {
     "MKL_CBWR": "COMPATIBLE",
     "NPY_DISABLE_CPU_FEATURES": NUMPY_SIMD,
     "OPENBLAS_CORETYPE": "Nehalem",  # OpenBLAS SSE4.2 kernels: numpy itself needs x86-64-v2
+    "FAISS_SIMD_LEVEL": "NONE",  # faiss's scalar distance kernels (curate's near-duplicate index)
     "OMP_NUM_THREADS": str(THREADS),
     "MKL_NUM_THREADS": str(THREADS),
     "OPENBLAS_NUM_THREADS": str(THREADS),

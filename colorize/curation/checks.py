@@ -19,9 +19,10 @@ flags(scores, thresholds) -> pd.DataFrame
     Bool columns FLAG_COLUMNS: tinted, dark, overexposed, blurry, low_information,
     odd_aspect_ratio. `thresholds`: every key of THRESHOLD_KEYS (rules.thresholds builds
     it from params.yaml, the one home of the values).
-near_duplicate_pairs(images, candidate_sim=0.94, top_k=6, block=1024, batch=256)
+near_duplicate_pairs(images, candidate_sim=0.94, top_k=6, block=1024, batch=256, search="auto")
     -> pd.DataFrame of verified candidate pairs and their match scores (all of them, also
-    below threshold, for tuning).
+    below threshold, for tuning). Candidates come from all pairs below ANN_FROM images and
+    from a faiss IVF index from there on (search="exact" / "ann" forces one).
 near_duplicate_groups(images=None, quality=None, *, threshold, colour_threshold,
                       pairs=None, n=None) -> (group, is_kept)
     group[k]: index of the image kept in k's group (k itself for a singleton);
@@ -448,6 +449,58 @@ def _candidates(emb: torch.Tensor, min_sim: float, top_k: int, block: int) -> tu
     return q[keep].numpy(), best_ref[keep].numpy(), best_sim[keep].numpy()
 
 
+# From this many images on, candidates come from an approximate index (faiss IVF) instead
+# of all pairs: the exact search is O(n^2) (n queries x n*W windows; ~4 min at 100k),
+# the index ~O(n^1.5). Below, the exact search is cheap and stays the reference.
+ANN_FROM = 4096
+ANN_LISTS = 2.0  # IVF lists = ANN_LISTS * sqrt(windows) (faiss's guideline: 1-16 sqrt(N))
+ANN_PROBE = 16  # lists searched per query: recall of the exact search's pairs, docs/scale.md
+ANN_TRAIN_PER_LIST = 64  # k-means sample per list (faiss's default 256 costs 4x for nothing here)
+
+
+def _candidates_ann(emb: torch.Tensor, min_sim: float, top_k: int, chunk: int = 8192,
+                    probe: int = ANN_PROBE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """_candidates through a faiss inverted-file index over every window (inner product).
+
+    IVF rather than HNSW: its k-means uses a fixed seed and every search scans whole
+    lists, so the result does not depend on thread timing (HNSW's parallel build does),
+    and with colorize.common.portable's pinned BLAS kernels not on the CPU either. Each
+    query asks for (top_k + 1) * W windows: enough that its own W windows and W of each
+    of top_k others cannot crowd out a reference the exact search would keep.
+    """
+    import faiss
+
+    n, W, D = emb.shape
+    keys = np.ascontiguousarray(emb.reshape(-1, D).numpy(), dtype=np.float32)
+    lists = max(1, min(int(ANN_LISTS * math.sqrt(len(keys))), len(keys) // 39))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(D), D, lists, faiss.METRIC_INNER_PRODUCT)
+    index.cp.max_points_per_centroid = ANN_TRAIN_PER_LIST
+    index.train(keys)
+    index.add(keys)
+    index.nprobe = min(probe, lists)
+    k = (top_k + 1) * W
+    out_q, out_r, out_s = [], [], []
+    for q0 in range(0, n, chunk):
+        queries = np.ascontiguousarray(emb[q0:q0 + chunk, 0].numpy(), dtype=np.float32)
+        sim, ids = index.search(queries, k)  # rows in descending similarity
+        rows = np.arange(q0, q0 + len(queries))[:, None]
+        ref = np.where(ids >= 0, ids // W, -1)
+        # the first hit of each reference in a row is its best window (rows are sorted)
+        order = np.argsort(ref, axis=1, kind="stable")
+        sorted_ref = np.take_along_axis(ref, order, 1)
+        first_sorted = np.ones_like(sorted_ref, dtype=bool)
+        first_sorted[:, 1:] = sorted_ref[:, 1:] != sorted_ref[:, :-1]
+        first = np.zeros_like(first_sorted)
+        np.put_along_axis(first, order, first_sorted, 1)
+        valid = first & (ref >= 0) & (ref != rows) & (sim >= min_sim)
+        valid &= np.cumsum(valid, axis=1) <= top_k
+        r, c = np.nonzero(valid)
+        out_q.append(r + q0)
+        out_r.append(ref[r, c])
+        out_s.append(sim[r, c])
+    return np.concatenate(out_q), np.concatenate(out_r).astype(np.int64), np.concatenate(out_s)
+
+
 def _normalised(k: torch.Tensor) -> torch.Tensor:
     """(P, m) rows -> zero mean, unit norm."""
     k = k - k.mean(1, keepdim=True)
@@ -642,7 +695,7 @@ def _verify(data: _NearDupData, i: np.ndarray, j: np.ndarray, chunk: int = 512) 
 
 
 def near_duplicate_pairs(images: np.ndarray, candidate_sim: float = 0.94, top_k: int = 6,
-                         block: int = 1024, batch: int = 256) -> pd.DataFrame:
+                         block: int = 1024, batch: int = 256, search: str = "auto") -> pd.DataFrame:
     """Candidate pairs and their verification scores, one row per unordered pair.
 
     Columns: i, j (i < j); query (the image whose full view was found inside the other,
@@ -652,7 +705,11 @@ def near_duplicate_pairs(images: np.ndarray, candidate_sim: float = 0.94, top_k:
     window / 64); score = (local_ncc + local_detail) / 2. Every candidate is returned,
     also those below any threshold, so thresholds can be tuned on the stored table;
     pairs too different to be worth refining (coarse NCC < 0.8 both ways) have NaN score.
-    Memory: ~7 kB per image plus one block x block*30 similarity matrix.
+    Candidates: all pairs (O(n^2)) below ANN_FROM images, else the faiss index
+    (`_candidates_ann`); `search` = "exact" or "ann" forces one. Recall of the index
+    against all pairs: docs/scale.md (bench/near_dup.py).
+    Memory: ~7 kB per image, plus one block x block*30 similarity matrix (exact) or the
+    index, ~3 kB per image (ann).
     """
     images = _as_batch(images)
     cols = ["i", "j", "query", "window_sim", "ncc", "detail_ncc", "local_ncc", "local_detail", "colour_diff", "scale",
@@ -661,7 +718,12 @@ def near_duplicate_pairs(images: np.ndarray, candidate_sim: float = 0.94, top_k:
         return pd.DataFrame({c: np.zeros(0, dtype=np.int64 if c in ("i", "j", "query") else np.float64) for c in cols})
     with torch.no_grad():
         data = _NearDupData(images, batch)
-        q, r, sim = _candidates(data.emb, candidate_sim, top_k, block)
+        if search not in ("auto", "exact", "ann"):
+            raise ValueError(f"near_duplicate_pairs: search is auto, exact or ann, not {search!r}")
+        if search == "ann" or (search == "auto" and len(images) >= ANN_FROM):
+            q, r, sim = _candidates_ann(data.emb, candidate_sim, top_k)
+        else:
+            q, r, sim = _candidates(data.emb, candidate_sim, top_k, block)
         lo, hi = np.minimum(q, r), np.maximum(q, r)
         # one row per unordered pair, with the higher window similarity of the two
         order = np.lexsort((-sim, hi, lo))
