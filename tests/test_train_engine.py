@@ -181,3 +181,109 @@ def test_uniform_epochs_visit_every_image_once_across_ranks():
     again = epoch_indices(10, 3, 0, Dist(), table, 0.0)
     assert sorted(again.tolist()) == list(range(10))
     assert not torch.equal(again, epoch_indices(10, 4, 0, Dist(), table, 0.0))  # reshuffled per epoch
+
+
+# ------------------------------------------------------------- streamed from the shards
+
+def _working_store(folder: Path, n: int, side: int, shard_size: int = 64, seed: int = 0) -> tuple[Path, Path]:
+    """A train split of n random images in shards, rows in an order other than the shards'."""
+    import numpy as np
+    import pandas as pd
+
+    from colorize.common.shards import ShardWriter
+
+    rng = np.random.default_rng(seed)
+    writer = ShardWriter(folder / "shards", shard_size, side)
+    where = [writer.add(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)) for _ in range(n)]
+    writer.close()
+    order = rng.permutation(n)
+    rows = pd.DataFrame({"id": [f"i{k}" for k in order], "split": "train",
+                         "shard": [where[k][0] for k in order], "shard_index": [where[k][1] for k in order]})
+    rows.to_parquet(folder / "manifest.parquet", index=False)
+    return folder / "manifest.parquet", folder / "shards"
+
+
+def test_stream_batches_equal_those_of_the_split_held_in_memory(tmp_path):
+    """The same draws give bit-identical batches: Lab per batch equals Lab of the whole split."""
+    from colorize.common.colour import normalise_ab, normalise_l
+    from colorize.training.batches import batch_stream, next_batch
+    from colorize.training.loader import load_split, open_split
+
+    store = _working_store(tmp_path, 150, 24)
+    whole, streamed = load_split("train", *store), open_split("train", *store)
+    L, ab = normalise_l(whole.L)[:, None], normalise_ab(whole.ab).permute(0, 3, 1, 2).contiguous()
+    order = torch.randperm(150, generator=torch.Generator().manual_seed(1))
+    inline, ahead = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    in_memory = torch.Generator().manual_seed(2)
+    stream = batch_stream(streamed, order, 16, 20, ahead, torch.device("cpu"))
+    for start in range(0, 150, 16):
+        idx = order[start : start + 16]
+        want = augment(L, ab, 20, in_memory, idx)
+        got = next_batch(streamed, idx, 20, inline, torch.device("cpu"))
+        s_idx, *s_batch = next(stream)
+        assert torch.equal(s_idx, idx)
+        for w, g, s in zip(want, got, s_batch):
+            assert torch.equal(w, g) and torch.equal(w, s)
+    assert next(stream, None) is None
+    assert (streamed.rgb(range(150)) == whole.rgb).all()
+
+
+def test_stream_error_in_the_reader_reaches_the_training_loop(tmp_path):
+    from colorize.training.batches import batch_stream
+    from colorize.training.loader import open_split
+
+    manifest, shards = _working_store(tmp_path, 40, 16, shard_size=16)
+    split = open_split("train", manifest, shards)
+    (shards / "shard-00001.npy").unlink()  # a shard gone mid-way
+    stream = batch_stream(split, torch.arange(40), 8, 0, torch.Generator(), torch.device("cpu"))
+    with pytest.raises(FileNotFoundError):
+        for _ in stream:
+            pass
+
+
+# A process that streams one epoch of batches (and, with `memory`, loads the split whole
+# first, as training did before) and prints its peak anonymous memory in MB, sampled.
+# Anonymous, not RSS: the shard pages the OS keeps are file cache, shared and dropped
+# under pressure; ru_maxrss would count them because they are mapped.
+PEAK_ANON = """
+import sys, threading, time
+import torch
+from colorize.training.batches import batch_stream
+from colorize.training.loader import load_split, open_split
+manifest, shards, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+peak, done = [0], threading.Event()
+def sample():
+    while not done.is_set():
+        for line in open("/proc/self/status"):
+            if line.startswith("RssAnon:"):
+                peak[0] = max(peak[0], int(line.split()[1]))
+        time.sleep(0.002)
+sampler = threading.Thread(target=sample, daemon=True)
+sampler.start()
+held = load_split("train", manifest, shards) if mode == "memory" else None
+split = open_split("train", manifest, shards)
+for _ in batch_stream(split, torch.randperm(len(split)), 32, 56, torch.Generator(), torch.device("cpu")):
+    time.sleep(0.001)
+done.set(); sampler.join()
+print(peak[0] / 1024)
+"""
+
+
+def _peak_anon_mb(store: tuple[Path, Path], mode: str) -> float:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", PEAK_ANON, *map(str, store), mode], capture_output=True, text=True,
+                          env=env, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return float(done.stdout.split()[-1])
+
+
+def test_stream_memory_does_not_grow_with_the_split(tmp_path):
+    """8x the images: streamed, the peak stays flat; held in memory (the control, what
+    training did before) it grows by the images' Lab, so the measurement can tell."""
+    small, large = _working_store(tmp_path / "small", 400, 64), _working_store(tmp_path / "large", 3200, 64)
+    streamed = {n: _peak_anon_mb(store, "stream") for n, store in (("small", small), ("large", large))}
+    held = {n: _peak_anon_mb(store, "memory") for n, store in (("small", small), ("large", large))}
+    print(f"peak anonymous MB, streamed {streamed}, held in memory {held}")
+    lab_of_the_extra_images = 2800 * 64 * 64 * 3 * 4 / 2**20  # 131 MB
+    assert held["large"] - held["small"] > 0.8 * lab_of_the_extra_images  # the control grows
+    assert streamed["large"] - streamed["small"] < 0.1 * lab_of_the_extra_images  # < 13 MB: flat

@@ -53,17 +53,43 @@ class ShardWriter:
         self._flush()
 
 
+class ShardReader:
+    """The images of manifest rows, read from the memory-mapped shards on demand: only the
+    pages of the images asked for are read (the OS keeps or drops them like any file
+    cache), so holding a reader costs nothing however large the split."""
+
+    def __init__(self, rows: pd.DataFrame, shard_dir: Path):
+        self.shard = rows["shard"].to_numpy(dtype=np.int64)
+        self.index = rows["shard_index"].to_numpy(dtype=np.int64)
+        self.shard_dir = Path(shard_dir)
+        self._maps: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+    def _map(self, shard: int) -> np.ndarray:
+        if shard not in self._maps:
+            self._maps[shard] = np.load(self.shard_dir / f"shard-{shard:05d}.npy", mmap_mode="r")
+        return self._maps[shard]
+
+    def read(self, positions) -> np.ndarray:
+        """Pixels of the rows at `positions`, in that order: (k, S, S, 3) uint8."""
+        positions = np.asarray(positions, dtype=np.int64)
+        shards = self.shard[positions]
+        out = None
+        for shard in np.unique(shards):
+            at = np.flatnonzero(shards == shard)
+            block = self._map(int(shard))[self.index[positions[at]]]
+            if out is None:
+                out = np.empty((len(positions),) + block.shape[1:], dtype=np.uint8)
+            out[at] = block
+        if out is None:
+            raise ValueError("ShardReader.read: no positions")
+        return out
+
+
 def load_images(rows: pd.DataFrame, shard_dir: Path) -> np.ndarray:
     """Pixels of the given manifest rows, in row order, as one (n, S, S, 3) uint8 array."""
     if len(rows) == 0:
         raise ValueError("load_images: no rows")
-    shards: dict[int, np.ndarray] = {}
-    out = None
-    for i, (shard, index) in enumerate(zip(rows["shard"].astype(int), rows["shard_index"].astype(int))):
-        if shard not in shards:
-            shards[shard] = np.load(Path(shard_dir) / f"shard-{shard:05d}.npy", mmap_mode="r")
-        image = shards[shard][index]
-        if out is None:
-            out = np.empty((len(rows),) + image.shape, dtype=np.uint8)
-        out[i] = image
-    return out
+    return ShardReader(rows, shard_dir).read(np.arange(len(rows)))

@@ -1,18 +1,24 @@
 """The training input: which images an epoch draws, and how each batch is made.
 
-The split's images are held as tensors at working resolution (colorize/training/
-loader.py), so no JPEG decode or Lab conversion repeats per epoch. Each sample gets a
-random crop (`train.crop`) and a horizontal flip. Order: a DistributedSampler over the
+Each batch is read from the memory-mapped shards and converted to Lab on its own
+(colorize/training/loader.py: memory stays flat whatever the split's size), one batch
+ahead of the model in a background thread (`batch_stream`), so the step does not wait
+for it. Each sample gets a random crop (`train.crop`) and a horizontal flip. Order: a DistributedSampler over the
 training set (one process or many), or, with `train.hard_examples` > 0, a weighted
 sample that draws the images with the highest recent loss more often (`LossTable`).
 """
 from __future__ import annotations
 
 import math
+import queue
+import threading
 
 import torch
 
 from colorize.training.distributed import Dist
+from colorize.training.loader import StreamedSplit
+
+PREFETCH = 2  # batches made ahead of the model: enough to hide the Lab conversion
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, crop: int, gen: torch.Generator,
@@ -77,13 +83,52 @@ def epoch_indices(n: int, epoch: int, seed: int, d: Dist, table: LossTable, stre
     return drawn[d.rank :: d.world]
 
 
-def next_batch(L: torch.Tensor, ab: torch.Tensor, idx: torch.Tensor, crop: int, gen: torch.Generator,
+def next_batch(data: StreamedSplit, idx: torch.Tensor, crop: int, gen: torch.Generator,
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training input pipeline: the images at `idx` from the in-memory split,
-    augmented, on the device (channels_last on CUDA). bench/suite.py times this against
-    a seed-style Dataset and checks the model does not wait on it."""
-    x, y = augment(L, ab, crop, gen, idx)
+    """The training input pipeline: the images at `idx` read from the shards, to Lab,
+    augmented, on the device (channels_last on CUDA). The draws are the same as when the
+    split was held in memory, so batches are bit-identical for a seed."""
+    x, y = augment(*data.model_inputs(idx.numpy()), crop, gen)
     x, y = x.to(device), y.to(device)
     if device.type == "cuda":
         x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
     return x, y
+
+
+def batch_stream(data: StreamedSplit, idx_all: torch.Tensor, batch_size: int, crop: int, gen: torch.Generator,
+                 device: torch.device, ahead: int = PREFETCH):
+    """Yield (idx, x, y) for consecutive batches of idx_all, made `ahead` batches early by
+    one background thread: one thread draws from `gen` in order, so batches are the
+    same as made inline. An error there is raised here; leaving early stops the thread."""
+    slices = [idx_all[start : start + batch_size] for start in range(0, len(idx_all), batch_size)]
+    ready: queue.Queue = queue.Queue(maxsize=max(1, ahead))
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def make() -> None:
+        try:
+            for idx in slices:
+                if not put((idx, *next_batch(data, idx, crop, gen, device))):
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            put(e)
+
+    worker = threading.Thread(target=make, name="batch-stream", daemon=True)
+    worker.start()
+    try:
+        for _ in slices:
+            item = ready.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()

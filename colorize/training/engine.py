@@ -35,16 +35,16 @@ from torch import nn
 from tqdm import tqdm
 
 from colorize.common import paths, tracking
-from colorize.common.colour import compose, normalise_ab, normalise_l
+from colorize.common.colour import compose
 from colorize.common.errors import UserError
 from colorize.common.files import atomic_write, write_json
 from colorize.common.grid import comparison_rows, save_grid
 from colorize.common.params import model_args
 from colorize.evaluation.metrics import psnr_uint8
 from colorize.training import checkpoint
-from colorize.training.batches import LossTable, epoch_indices, next_batch
+from colorize.training.batches import LossTable, batch_stream, epoch_indices
 from colorize.training.distributed import Dist, init_distributed
-from colorize.training.loader import Split, load_split
+from colorize.training.loader import StreamedSplit, open_split
 from colorize.training.models import build_model, count_parameters, predict_ab
 from colorize.training.models.base import ColorizationModel, StepContext
 
@@ -90,20 +90,6 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return factor
-
-
-@dataclass
-class Tensors:
-    """A split as the model sees it: normalised L (n, 1, S, S) and ab (n, 2, S, S)."""
-
-    split: Split
-    L: torch.Tensor
-    ab: torch.Tensor
-
-    @classmethod
-    def of(cls, name: str) -> "Tensors":
-        s = load_split(name)
-        return cls(s, normalise_l(s.L)[:, None], normalise_ab(s.ab).permute(0, 3, 1, 2).contiguous())
 
 
 class LossOf(nn.Module):
@@ -277,8 +263,8 @@ def train(params: dict) -> dict:
     # train.threads are per machine: shared by this machine's processes (each node has its own cores)
     set_determinism(cfg["seed"], max(1, cfg["threads"] // d.local_world) if cfg["threads"] else 0,
                     cfg["deterministic"])
-    train_data, val_data = Tensors.of("train"), Tensors.of("val")
-    n = len(train_data.L)
+    train_data, val_data = open_split("train"), open_split("val")  # streamed: memory flat in n
+    n = len(train_data)
     model = build_model(cfg).to(device)  # zhang reads data/priors/priors.npz (the priors stage)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -301,7 +287,7 @@ def train(params: dict) -> dict:
     run_ctx, new_run = start_run(mlflow, progress, cfg) if d.main else (_NoRun(), False)
     with run_ctx as run:
         if new_run:
-            log_params(mlflow, params, model, n, len(val_data.L), d, device)
+            log_params(mlflow, params, model, n, len(val_data), d, device)
         if d.main:
             log_missing_epochs(mlflow, run.info.run_id, progress.history)
         for epoch in range(progress.start_epoch, cfg["epochs"] + 1):
@@ -315,21 +301,20 @@ def train(params: dict) -> dict:
         return finish(mlflow, run, model, optimizers, sched, train_data, val_data, progress, params, d, checksums)
 
 
-def run_epoch(model: ColorizationModel, optimizers: dict, sched, data: Tensors, table: LossTable, ctx: StepContext,
+def run_epoch(model: ColorizationModel, optimizers: dict, sched, data: StreamedSplit, table: LossTable, ctx: StepContext,
               d: Dist, steps: int, device: torch.device) -> dict:
     """One pass over this rank's share of the training set: the epoch's history row
     (training loss and the model's own epoch metrics; validation comes after)."""
     cfg = ctx.cfg
     t0 = time.perf_counter()
-    idx_all = epoch_indices(len(data.L), ctx.epoch, cfg["seed"], d, table, cfg["hard_examples"])
+    idx_all = epoch_indices(len(data), ctx.epoch, cfg["seed"], d, table, cfg["hard_examples"])
     gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + ctx.epoch * 101 + d.rank)
     sums = dict.fromkeys(("train_loss",) + model.epoch_metrics, 0.0)
     reported: set[str] = set()
-    bar = tqdm(range(steps), desc=f"train epoch {ctx.epoch}/{cfg['epochs']}", unit="batch", leave=False,
+    batches = batch_stream(data, idx_all[: steps * cfg["batch_size"]], cfg["batch_size"], cfg["crop"], gen, device)
+    bar = tqdm(batches, total=steps, desc=f"train epoch {ctx.epoch}/{cfg['epochs']}", unit="batch", leave=False,
                disable=not d.main)
-    for step in bar:
-        idx = idx_all[step * cfg["batch_size"] : (step + 1) * cfg["batch_size"]]
-        x, y = next_batch(data.L, data.ab, idx, cfg["crop"], gen, device)
+    for idx, x, y in bar:
         if model.manual_gradient_sync:
             d.broadcast(list(model.buffers()))  # what DDP does before each forward
         losses, stats = model.training_step(x, y, optimizers, ctx)
@@ -347,26 +332,41 @@ def run_epoch(model: ColorizationModel, optimizers: dict, sched, data: Tensors, 
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, data: Tensors, batch_size: int, device) -> float:
+def validation_loss(model: nn.Module, data: StreamedSplit, batch_size: int, device) -> float:
     was = model.training
     model.eval()
     total = 0.0
-    for start in range(0, len(data.L), batch_size):
-        x, y = data.L[start : start + batch_size].to(device), data.ab[start : start + batch_size].to(device)
+    for idx in data.chunks(batch_size):
+        x, y = (t.to(device) for t in data.model_inputs(idx))
         total += model.loss(x, y, per_image=True).sum().item()
     model.train(was)
-    return total / len(data.L)
+    return total / len(data)
 
 
-def end_epoch(mlflow, run, model, optimizers, sched, row: dict, val: Tensors, progress: Progress, params: dict,
+VAL_CHUNK = 512  # validation images predicted at a time (a multiple of predict_ab's batch: the same bits)
+
+
+@torch.no_grad()
+def validation_psnr(model: nn.Module, data: StreamedSplit) -> tuple[float, tuple]:
+    """Mean PSNR of the model on the split, streamed; and the first GRID_IMAGES' (L, ab, rgb)."""
+    psnrs, first = [], None
+    for idx in data.chunks(VAL_CHUNK):
+        L, rgb = data.lab(idx)[..., 0], data.rgb(idx)
+        pred = predict_ab(model, L)
+        psnrs.append(psnr_uint8(compose(L, pred), rgb))
+        if first is None:
+            first = (L[:GRID_IMAGES], pred[:GRID_IMAGES], rgb[:GRID_IMAGES])
+    return float(np.concatenate(psnrs).mean()), first
+
+
+def end_epoch(mlflow, run, model, optimizers, sched, row: dict, val: StreamedSplit, progress: Progress, params: dict,
               key: str, device) -> None:
     """Rank 0 after an epoch: validate, checkpoint, then log (in that order: an epoch is
     logged only once it is safe, and a resume logs what the run lacks)."""
     cfg = params["train"]
     val_loss = validation_loss(model, val, cfg["batch_size"], device)
-    val_pred = predict_ab(model.cpu(), val.split.L)
+    val_psnr, shown = validation_psnr(model.cpu(), val)
     model.to(device)
-    val_psnr = float(psnr_uint8(compose(val.split.L, val_pred), val.split.rgb).mean())
     row = {"epoch": row["epoch"], "train_loss": row["train_loss"], "val_loss": val_loss, "val_psnr": val_psnr,
            "lr": sched.get_last_lr()[0], **{k: v for k, v in row.items() if k not in ("epoch", "train_loss")}}
     progress.history.append(row)
@@ -374,8 +374,7 @@ def end_epoch(mlflow, run, model, optimizers, sched, row: dict, val: Tensors, pr
                                    "loss_table": progress.table.loss, "drawn": progress.table.drawn,
                                    "history": json.dumps(progress.history), "mlflow_run_id": run.info.run_id})
     log_epoch(mlflow, row)
-    k = min(GRID_IMAGES, len(val.split.L))
-    grid = save_grid(comparison_rows(val.split.L[:k], val_pred[:k], val.split.rgb[:k]), paths.TRAIN_GRID)
+    grid = save_grid(comparison_rows(*shown), paths.TRAIN_GRID)
     mlflow.log_image(np.asarray(grid), artifact_file=f"grids/epoch_{row['epoch']:03d}.png")
     print(f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
           f"val_psnr {row['val_psnr']:.2f} dB ({row['seconds']:.1f}s)")
@@ -390,14 +389,14 @@ def log_params(mlflow, params: dict, model, n_train: int, n_val: int, d: Dist, d
                        "n_params": count_parameters(model), "world_size": d.world, "device": device.type})
 
 
-def finish(mlflow, run, model, optimizers, sched, train_data: Tensors, val: Tensors, progress: Progress,
+def finish(mlflow, run, model, optimizers, sched, train_data: StreamedSplit, val: StreamedSplit, progress: Progress,
            params: dict, d: Dist, checksums: list[str]) -> dict:
     """Rank 0 at the end: the checkpoint, the reports, the model in MLflow."""
     cfg, history, table = params["train"], progress.history, progress.table
     checkpoint.save(paths.MODEL, state_of(model, optimizers, sched, cfg["epochs"], params))
     mlflow.log_artifact(str(paths.TRAIN_GRID))
-    log_model(mlflow, model.cpu(), val.L[:1])
-    losses = pd.DataFrame({"id": train_data.split.rows["id"], "relpath": train_data.split.rows["relpath"],
+    log_model(mlflow, model.cpu(), val.model_inputs([0])[0])
+    losses = pd.DataFrame({"id": train_data.rows["id"], "relpath": train_data.rows["relpath"],
                            "loss": table.loss.numpy(), "drawn": table.drawn.numpy()})
     atomic_write(paths.LOSS_TABLE, lambda tmp: losses.to_csv(tmp, index=False, float_format="%.5f"))
     mlflow.log_artifact(str(paths.LOSS_TABLE))
