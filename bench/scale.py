@@ -1,12 +1,14 @@
-"""How DVC and the data stages cope as the dataset grows (the real-data issue's scale check).
+"""How every stage copes as the dataset grows (docs/scale.md).
 
-For each N, builds a fresh git+DVC project whose garden has N images, runs the download
-and ingest stages through `dvc repro ingest`, then times `dvc status` and a no-op
-`dvc repro ingest` (median of 5), and records the peak RSS of each stage's own process.
+For each N, builds a fresh git+DVC project whose garden has N images, runs every stage
+as `dvc repro` would (download, ingest, relevance, curate, split, priors, one epoch of
+train, evaluate), each in its own process: wall time, images/s and that process's
+peak RSS. Then `dvc commit`, and the median of 5 `dvc status` and no-op `dvc repro`.
 
-    .venv/bin/python bench/scale.py 1000 8000 30000 > reports/scale.json
+    .venv/bin/python -m bench.scale [--size 64] 1000 10000 30000 > reports/scale.json
 
-Not a test: it asserts nothing and takes minutes at 30,000 images.
+`--size` is ingest.image_size (train.crop follows at 7/8 of it). Not a test: it asserts
+nothing and takes tens of minutes from 10,000 images on.
 """
 from __future__ import annotations
 
@@ -46,34 +48,51 @@ def timed(cmd, cwd, repeat=5) -> list[float]:
     return times
 
 
-def measure(n: int, work: Path) -> dict:
-    proj = make_project(work / f"n{n}", {"data.garden.n_images": n})
-    py = sys.executable
-    dl_s, dl_mb = peak_rss_mb([py, "-m", "colorize.stages.download"], proj)
-    in_s, in_mb = peak_rss_mb([py, "-m", "colorize.stages.ingest"], proj)
-    subprocess.run([bin_path("dvc"), "commit", "-f", "-q", "download", "ingest"], cwd=proj, check=True, capture_output=True)
+STAGES = ("download", "ingest", "relevance", "curate", "split", "priors", "train", "evaluate")
+
+
+def split_sizes(proj: Path) -> dict[str, int]:
+    import pandas as pd
+
+    manifest = proj / "data" / "split" / "manifest.parquet"
+    return pd.read_parquet(manifest)["split"].value_counts().to_dict() if manifest.exists() else {}
+
+
+def measure(n: int, size: int, work: Path) -> dict:
+    proj = make_project(work / f"n{n}-{size}", {"data.garden.n_images": n, "ingest.image_size": size,
+                                                "train.crop": size * 7 // 8, "train.epochs": 1,
+                                                "train.warmup_epochs": 0})
+    out: dict = {"n_images": n, "image_size": size}
+    for stage in STAGES:
+        seconds, mb = peak_rss_mb([sys.executable, "-m", f"colorize.stages.{stage}"], proj)
+        # images the stage works through: every file up to curate, then the split it reads
+        counted = {"train": split_sizes(proj).get("train"), "evaluate": split_sizes(proj).get("test")}.get(stage, n)
+        out[stage] = {"seconds": round(seconds, 2), "images_per_s": round((counted or 0) / seconds, 1),
+                      "peak_rss_mb": round(mb, 1)}
+        print(f"scale: n={n} {stage}: {out[stage]}", file=sys.stderr, flush=True)
+    subprocess.run([bin_path("dvc"), "commit", "-f", "-q"], cwd=proj, check=True, capture_output=True)
     status = timed([bin_path("dvc"), "status"], proj)
-    noop = timed([bin_path("dvc"), "repro", "ingest"], proj)
-    return {
-        "n_images": n,
-        "download_seconds": round(dl_s, 2),
-        "download_peak_rss_mb": round(dl_mb, 1),
-        "ingest_seconds": round(in_s, 2),
-        "ingest_peak_rss_mb": round(in_mb, 1),
+    noop = timed([bin_path("dvc"), "repro"], proj)
+    out |= {
         "dvc_status_seconds_median": round(statistics.median(status), 3),
         "dvc_status_seconds_spread": [round(min(status), 3), round(max(status), 3)],
         "noop_repro_seconds_median": round(statistics.median(noop), 3),
         "noop_repro_seconds_spread": [round(min(noop), 3), round(max(noop), 3)],
     }
+    return out
 
 
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [1000, 8000]
+    args = sys.argv[1:]
+    size = 64
+    if args[:1] == ["--size"]:
+        size, args = int(args[1]), args[2:]
+    sizes = [int(a) for a in args] or [1000, 10000]
     with tempfile.TemporaryDirectory() as tmp:
         results = []
         for n in sizes:
-            results.append(measure(n, Path(tmp)))
-            print(json.dumps(results[-1]), file=sys.stderr)
+            results.append(measure(n, size, Path(tmp)))
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     print(json.dumps({"cpus": os.cpu_count(), "results": results}, indent=2))
 
 

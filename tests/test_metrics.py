@@ -77,3 +77,31 @@ def test_bootstrap_ci():
     assert hi - lo == pytest.approx(2 * 1.96 * 2.0 / np.sqrt(400), rel=0.2)  # the normal-theory width
     assert bootstrap_ci(values, seed=0) == (lo, hi)  # seeded
     assert bootstrap_ci(np.full(10, 3.0)) == (3.0, 3.0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 9), chunk=st.integers(1, 4), gray=st.booleans())
+def test_baselines_fitted_a_chunk_at_a_time_equal_numpy_medians(seed, n, chunk, gray):
+    """Evaluate fits the const and lookup baselines on the training split streamed in
+    chunks: the medians must be np.median's on all pixels at once, to the bit (odd and
+    even counts, empty L bins, many equal values)."""
+    import torch
+
+    from colorize.common.colour import uint8_to_lab
+    from colorize.evaluation.baselines import Baselines, _bin
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, 6, 7, 3), dtype=np.uint8)
+    if gray:
+        x[:, :3] = rng.integers(0, 256, (n, 3, 7, 1), dtype=np.uint8)  # many pixels with a = b = 0
+    lab = uint8_to_lab(x)
+    pixels = lab.reshape(-1, 3).numpy()
+    median_ab = np.median(pixels[:, 1:], axis=0)
+    which = _bin(pixels[:, 0], 20)
+    lookup = np.tile(median_ab, (20, 1))
+    for b in np.unique(which):
+        lookup[b] = np.median(pixels[which == b, 1:], axis=0)
+    got = Baselines.fit_streamed(lambda: [lab[i : i + chunk] for i in range(0, n, chunk)], 20)
+    assert np.array_equal(got.median_ab, median_ab.astype(np.float32))
+    assert np.array_equal(got.lookup_ab, lookup.astype(np.float32))
+    assert torch.equal(torch.from_numpy(Baselines.fit(lab, 20).lookup_ab), torch.from_numpy(got.lookup_ab))

@@ -16,7 +16,7 @@ from colorize.stages import curate, download, ingest, split
 from colorize.stages import evaluate as evaluate_stage
 from colorize.training import checkpoint
 from colorize.training.engine import train
-from colorize.training.loader import load_split
+from colorize.training.loader import open_split
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -69,8 +69,8 @@ def test_validation_psnr_matches_evaluate_code_path(trained, monkeypatch):
     history = paths.TRAIN_HISTORY.read_text().splitlines()
     assert len(history) == 1 + 8
     model, _ = checkpoint.load_model(paths.MODEL)
-    on_val = evaluate(model, load_split("val"), load_split("train").lab, small_params()["evaluate"]).metrics
-    assert on_val["n_test"] == len(load_split("val").rows)
+    on_val = evaluate(model, open_split("val"), open_split("train"), small_params()["evaluate"]).metrics
+    assert on_val["n_test"] == len(open_split("val"))
     assert on_val["psnr"] == pytest.approx(summary["val_psnr"], abs=1e-4)
 
 

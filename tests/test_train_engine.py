@@ -213,29 +213,31 @@ def test_stream_batches_equal_those_of_the_split_held_in_memory(tmp_path):
     whole, streamed = load_split("train", *store), open_split("train", *store)
     L, ab = normalise_l(whole.L)[:, None], normalise_ab(whole.ab).permute(0, 3, 1, 2).contiguous()
     order = torch.randperm(150, generator=torch.Generator().manual_seed(1))
-    inline, ahead = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
-    in_memory = torch.Generator().manual_seed(2)
-    stream = batch_stream(streamed, order, 16, 20, ahead, torch.device("cpu"))
+    gens = [torch.Generator().manual_seed(2) for _ in range(4)]
+    cpu = torch.device("cpu")
+    streams = [batch_stream(streamed, order, 16, 20, gens[2], cpu),  # inline, as on CPU
+               batch_stream(streamed, order, 16, 20, gens[3], cpu, ahead=2)]  # a thread ahead, as on CUDA
     for start in range(0, 150, 16):
         idx = order[start : start + 16]
-        want = augment(L, ab, 20, in_memory, idx)
-        got = next_batch(streamed, idx, 20, inline, torch.device("cpu"))
-        s_idx, *s_batch = next(stream)
-        assert torch.equal(s_idx, idx)
-        for w, g, s in zip(want, got, s_batch):
-            assert torch.equal(w, g) and torch.equal(w, s)
-    assert next(stream, None) is None
+        want = augment(L, ab, 20, gens[0], idx)
+        got = next_batch(streamed, idx, 20, gens[1], cpu)
+        assert all(torch.equal(w, g) for w, g in zip(want, got))
+        for stream in streams:
+            s_idx, *s_batch = next(stream)
+            assert torch.equal(s_idx, idx) and all(torch.equal(w, s) for w, s in zip(want, s_batch))
+    assert all(next(stream, None) is None for stream in streams)
     assert (streamed.rgb(range(150)) == whole.rgb).all()
 
 
-def test_stream_error_in_the_reader_reaches_the_training_loop(tmp_path):
+@pytest.mark.parametrize("ahead", [0, 2])
+def test_stream_error_in_the_reader_reaches_the_training_loop(tmp_path, ahead):
     from colorize.training.batches import batch_stream
     from colorize.training.loader import open_split
 
     manifest, shards = _working_store(tmp_path, 40, 16, shard_size=16)
     split = open_split("train", manifest, shards)
     (shards / "shard-00001.npy").unlink()  # a shard gone mid-way
-    stream = batch_stream(split, torch.arange(40), 8, 0, torch.Generator(), torch.device("cpu"))
+    stream = batch_stream(split, torch.arange(40), 8, 0, torch.Generator(), torch.device("cpu"), ahead=ahead)
     with pytest.raises(FileNotFoundError):
         for _ in stream:
             pass

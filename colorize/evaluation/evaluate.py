@@ -26,44 +26,50 @@ from colorize.evaluation.metrics import (
     psnr_uint8,
     ssim_uint8,
 )
-from colorize.training.loader import Split
+from colorize.training.loader import StreamedSplit
 from colorize.training.models import predict_ab
+
+EVAL_CHUNK = 512  # test images at a time: a multiple of predict_ab's (64) and the metrics' (256) batches,
+#                   so every number is the same bits as with the whole split at once
 
 
 @dataclass
 class Evaluation:
     metrics: dict  # metrics.json: means, medians, CIs; the strongest baseline and the gain
     per_image: pd.DataFrame  # every metric of every predictor, one row per test image
-    predictions: dict[str, torch.Tensor]  # ab (n, H, W, 2) per predictor
-    rgb: dict[str, np.ndarray]  # composed 8-bit sRGB per predictor
 
 
-def evaluate(model: torch.nn.Module, test: Split, train_lab: torch.Tensor, cfg: dict) -> Evaluation:
-    """The model and the baselines (fitted on the training split's Lab) on `test`;
-    `cfg` is params.yaml's `evaluate` section."""
-    baselines = Baselines.fit(train_lab, cfg["lookup_bins"])
-    predictions = {"model": predict_ab(model, test.L)}
-    predictions.update({name: baselines.predict(name, test.L) for name in BASELINES})
+def evaluate(model: torch.nn.Module, test: StreamedSplit, train: StreamedSplit, cfg: dict) -> Evaluation:
+    """The model and the baselines (fitted on the training split) on `test`, both read
+    from the shards a chunk at a time (memory flat in the splits' sizes); `cfg` is
+    params.yaml's `evaluate` section."""
+    baselines = Baselines.fit_streamed(lambda: (train.lab(idx) for idx in train.chunks(EVAL_CHUNK)),
+                                       cfg["lookup_bins"])
+    names = ("model", *BASELINES)
+    scores: dict[str, dict[str, list]] = {name: {m: [] for m in (*METRICS, "perfect")} for name in names}
+    truth_colour = []
+    for idx in test.chunks(EVAL_CHUNK):
+        L, truth = test.lab(idx)[..., 0], test.rgb(idx)
+        predictions = {"model": predict_ab(model, L), **{name: baselines.predict(name, L) for name in BASELINES}}
+        for name, ab in predictions.items():
+            rgb = compose(L, ab)
+            for metric, values in _scores(rgb, truth).items():
+                scores[name][metric].append(values)
+            scores[name]["perfect"].append(is_perfect(rgb, truth))
+        truth_colour.append(colourfulness(truth))
     per_image = test.rows[["id", "source", "relpath", "label"]].copy()
     metrics: dict = {}
-    rgbs: dict[str, np.ndarray] = {}
-    for name, ab in predictions.items():
-        rgb = rgbs[name] = compose(test.L, ab)
-        scores = {
-            "psnr": psnr_uint8(rgb, test.rgb),
-            "ssim": ssim_uint8(rgb, test.rgb),
-            "delta_e": delta_e_uint8(rgb, test.rgb),
-            "colourfulness": colourfulness(rgb),
-        }
-        for metric, values in scores.items():
+    for name in names:
+        for metric in METRICS:
+            values = np.concatenate(scores[name][metric])
             per_image[f"{metric}_{name}"] = values
             key = metric if name == "model" else f"{metric}_{name}"
             metrics[key] = float(values.mean())
             metrics[f"{key}_median"] = float(np.median(values))
             metrics[f"{key}_ci95_lo"], metrics[f"{key}_ci95_hi"] = bootstrap_ci(
                 values, n_resamples=cfg["bootstrap_resamples"], seed=cfg["bootstrap_seed"])
-        metrics[f"n_perfect_{name}"] = int(is_perfect(rgb, test.rgb).sum())
-    truth_colour = colourfulness(test.rgb)
+        metrics[f"n_perfect_{name}"] = int(np.concatenate(scores[name]["perfect"]).sum())
+    truth_colour = np.concatenate(truth_colour)
     per_image["colourfulness_truth"] = truth_colour
     metrics["colourfulness_truth"] = float(truth_colour.mean())
     metrics["colourfulness_gap"] = metrics["colourfulness"] - metrics["colourfulness_truth"]
@@ -77,7 +83,15 @@ def evaluate(model: torch.nn.Module, test: Split, train_lab: torch.Tensor, cfg: 
         seed=cfg["bootstrap_seed"])
     metrics["n_test"] = len(test.rows)
 
-    return Evaluation(metrics, per_image, predictions, rgbs)
+    return Evaluation(metrics, per_image)
+
+
+METRICS = ("psnr", "ssim", "delta_e", "colourfulness")
+
+
+def _scores(rgb: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    return {"psnr": psnr_uint8(rgb, truth), "ssim": ssim_uint8(rgb, truth), "delta_e": delta_e_uint8(rgb, truth),
+            "colourfulness": colourfulness(rgb)}
 
 
 def per_class(per_image: pd.DataFrame, best: str) -> pd.DataFrame:
@@ -115,18 +129,22 @@ def psnr_histogram(per_image: pd.DataFrame, best: str, path: Path) -> None:
     plt.close(fig)
 
 
-def best_median_worst(per_image: pd.DataFrame, test, model_rgb: np.ndarray, n: int, path: Path) -> None:
+def best_median_worst(per_image: pd.DataFrame, test: StreamedSplit, model: torch.nn.Module, n: int,
+                      path: Path) -> None:
     """gray | prediction | truth rows for the model's best, median and worst images by
     PSNR (n of each, at most a third of the test split each)."""
     order = np.argsort(-per_image["psnr_model"].to_numpy(), kind="stable")
     k = max(1, min(n, len(order) // 3))
     mid = len(order) // 2 - k // 2
     picks = np.concatenate([order[:k], order[mid : mid + k], order[-k:]])
-    gray = compose(test.L[picks], torch.zeros(len(picks), *test.L.shape[1:], 2))
-    save_grid([(gray[i], model_rgb[p], test.rgb[p]) for i, p in enumerate(picks)], path)
+    L = test.lab(picks)[..., 0]
+    gray = compose(L, torch.zeros(*L.shape, 2))
+    model_rgb = compose(L, predict_ab(model, L))
+    save_grid(list(zip(gray, model_rgb, test.rgb(picks))), path)
 
 
-def temperature_sweep(model: torch.nn.Module, test, temperatures: list[float], metrics: dict) -> pd.DataFrame:
+def temperature_sweep(model: torch.nn.Module, test: StreamedSplit, temperatures: list[float],
+                      metrics: dict) -> pd.DataFrame:
     """PSNR and colourfulness of the model's decoding at each annealed-mean temperature
     (zhang), next to the gray baseline's PSNR and the truth's colourfulness as reference
     lines: vivid (T -> 0, the mode) against safe (T = 1, the mean). A regression model
@@ -137,8 +155,13 @@ def temperature_sweep(model: torch.nn.Module, test, temperatures: list[float], m
     for t in temperatures:
         if has_t:
             model.temperature = t
-            rgb = compose(test.L, predict_ab(model, test.L))
-            psnr, colour = float(psnr_uint8(rgb, test.rgb).mean()), float(colourfulness(rgb).mean())
+            psnr, colour = [], []
+            for idx in test.chunks(EVAL_CHUNK):
+                L = test.lab(idx)[..., 0]
+                rgb = compose(L, predict_ab(model, L))
+                psnr.append(psnr_uint8(rgb, test.rgb(idx)))
+                colour.append(colourfulness(rgb))
+            psnr, colour = float(np.concatenate(psnr).mean()), float(np.concatenate(colour).mean())
         else:
             psnr, colour = metrics["psnr"], metrics["colourfulness"]
         rows.append({"temperature": t, "psnr": psnr, "psnr_gray": metrics["psnr_gray"],

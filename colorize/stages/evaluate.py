@@ -35,6 +35,7 @@ from colorize.common.files import atomic_write, write_json
 from colorize.common.grid import comparison_rows, save_grid
 from colorize.common.params import load_params
 from colorize.evaluation.evaluate import (
+    EVAL_CHUNK,
     best_median_worst,
     evaluate,
     per_class,
@@ -42,7 +43,8 @@ from colorize.evaluation.evaluate import (
     temperature_sweep,
 )
 from colorize.training import checkpoint
-from colorize.training.loader import load_split
+from colorize.training.loader import open_split
+from colorize.training.models import predict_ab
 
 ARTIFACTS = (paths.METRICS, paths.EVAL_GRID, paths.SWEEP, paths.PER_IMAGE, paths.PER_CLASS, paths.HISTOGRAM,
              paths.EXTREMES)
@@ -77,19 +79,20 @@ def main() -> None:
     cfg = load_params()["evaluate"]
     tracking.check_store()  # before any work: an unusable MLflow store fails now, in one line
     model, _ = checkpoint.load_model(paths.MODEL)
-    test = load_split("test")
-    result = evaluate(model, test, load_split("train").lab, cfg)
+    test = open_split("test")  # streamed from the shards, as is the training split for the baselines
+    result = evaluate(model, test, open_split("train"), cfg)
     m, per_image = result.metrics, result.per_image
     best = m["best_baseline"]
     atomic_write(paths.PER_CLASS, lambda tmp: per_class(per_image, best).to_csv(tmp, index=False, float_format="%.4f"))
     psnr_histogram(per_image, best, paths.HISTOGRAM)
-    best_median_worst(per_image, test, result.rgb["model"], cfg["grid_images"], paths.EXTREMES)
+    best_median_worst(per_image, test, model, cfg["grid_images"], paths.EXTREMES)
     atomic_write(paths.PER_IMAGE, lambda tmp: per_image.to_csv(tmp, index=False, float_format="%.4f"))
     write_json(paths.METRICS, m)
     sweep = temperature_sweep(model, test, cfg["temperatures"], m)
     atomic_write(paths.SWEEP, lambda tmp: sweep.to_csv(tmp, index=False, float_format="%.4f"))
-    n = min(cfg["grid_images"], len(test.L))
-    save_grid(comparison_rows(test.L[:n], result.predictions["model"][:n], test.rgb[:n]), paths.EVAL_GRID)
+    first = next(test.chunks(EVAL_CHUNK))  # predicted as in evaluate (the same batches), then cut
+    n, L = cfg["grid_images"], test.lab(first)[..., 0]
+    save_grid(comparison_rows(L[:n], predict_ab(model, L)[:n], test.rgb(first[:n])), paths.EVAL_GRID)
     run_id = json.loads(paths.TRAIN_REPORT.read_text()).get("mlflow_run_id") if paths.TRAIN_REPORT.exists() else None
     log_to_mlflow(run_id, m)
     print(f"evaluate: psnr {m['psnr']:.2f} dB | gray {m['psnr_gray']:.2f} | const {m['psnr_const']:.2f} | "

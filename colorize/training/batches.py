@@ -1,9 +1,8 @@
 """The training input: which images an epoch draws, and how each batch is made.
 
 Each batch is read from the memory-mapped shards and converted to Lab on its own
-(colorize/training/loader.py: memory stays flat whatever the split's size), one batch
-ahead of the model in a background thread (`batch_stream`), so the step does not wait
-for it. Each sample gets a random crop (`train.crop`) and a horizontal flip. Order: a DistributedSampler over the
+(colorize/training/loader.py: memory stays flat whatever the split's size); on CUDA a
+background thread makes it ahead of the model (`batch_stream`). Each sample gets a random crop (`train.crop`) and a horizontal flip. Order: a DistributedSampler over the
 training set (one process or many), or, with `train.hard_examples` > 0, a weighted
 sample that draws the images with the highest recent loss more often (`LossTable`).
 """
@@ -18,7 +17,7 @@ import torch
 from colorize.training.distributed import Dist
 from colorize.training.loader import StreamedSplit
 
-PREFETCH = 2  # batches made ahead of the model: enough to hide the Lab conversion
+PREFETCH = 2  # batches made ahead of a GPU model by a background thread
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, crop: int, gen: torch.Generator,
@@ -96,12 +95,21 @@ def next_batch(data: StreamedSplit, idx: torch.Tensor, crop: int, gen: torch.Gen
 
 
 def batch_stream(data: StreamedSplit, idx_all: torch.Tensor, batch_size: int, crop: int, gen: torch.Generator,
-                 device: torch.device, ahead: int = PREFETCH):
-    """Yield (idx, x, y) for consecutive batches of idx_all, made `ahead` batches early by
-    one background thread: one thread draws from `gen` in order, so batches are the
-    same as made inline. An error there is raised here; leaving early stops the thread."""
+                 device: torch.device, ahead: int | None = None):
+    """Yield (idx, x, y) for consecutive batches of idx_all.
+
+    `ahead` batches are made early by one background thread (default: PREFETCH on CUDA,
+    where the CPU is idle while the GPU steps; none on CPU, where a second thread only
+    competes with the step for the same cores: measured 0.58-0.84x of inline on 2 cores,
+    docs/scale.md). One thread draws from `gen` in order either way, so the batches are
+    the same. An error there is raised here; leaving early stops the thread."""
+    ahead = (PREFETCH if device.type == "cuda" else 0) if ahead is None else ahead
     slices = [idx_all[start : start + batch_size] for start in range(0, len(idx_all), batch_size)]
-    ready: queue.Queue = queue.Queue(maxsize=max(1, ahead))
+    if ahead <= 0:
+        for idx in slices:
+            yield (idx, *next_batch(data, idx, crop, gen, device))
+        return
+    ready: queue.Queue = queue.Queue(maxsize=ahead)
     stop = threading.Event()
 
     def put(item) -> bool:
