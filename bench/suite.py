@@ -317,7 +317,7 @@ def _zhang_priors(images: np.ndarray, cfg: dict) -> dict[str, torch.Tensor]:
     return {"bins": torch.from_numpy(bins).float(), "weights": torch.from_numpy(weights).float()}
 
 
-def train_step_rates(data: Data, sizes: Sizes, device: torch.device) -> dict[str, dict]:
+def train_step_rates(data: Data, sizes: Sizes, device: torch.device, scale: int = 1) -> dict[str, dict]:
     """Per model: img/s with the real loader (batches.batch_stream: the shards read and
     converted to Lab per batch, one batch ahead) and with one batch already on the
     device, and the share of the step spent waiting for the batch."""
@@ -330,14 +330,16 @@ def train_step_rates(data: Data, sizes: Sizes, device: torch.device) -> dict[str
     params = load_params(ROOT / "params.yaml")
     cfg = params["train"]
     images = data.working(sizes.working_images)
-    split = open_split("train", *_working_store(images, data.work / "train_step"))
+    if scale > 1:  # a larger working size (the timing does not care that the pixels are upsampled)
+        images = np.repeat(np.repeat(images, scale, 1), scale, 2)
+    split = open_split("train", *_working_store(images, data.work / f"train_step_{scale}"))
     priors = _zhang_priors(images, params["priors"])
     bs, steps = cfg["batch_size"], sizes.train_steps
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     out = {}
     for name in MODEL_NAMES:
-        mcfg = {**cfg, "model": name}
+        mcfg = {**cfg, "model": name, "crop": cfg["crop"] * scale}
         torch.manual_seed(0)
         model = build_model(mcfg, priors, load_weights=False).to(device)
         if cuda:
@@ -385,20 +387,26 @@ def _train_step_figures(rates: dict, id_prefix: str, section: str, label: str) -
     for name, r in rates.items():
         (o, os_), (m, ms) = r["real"], r["memory"]
         figures.append(figure(f"{id_prefix}{name}", section,
-                              f"{label.format(name=name)}: real loader vs batch already in memory; "
+                              f"{label.format(name=name)}: streamed from the shards (Lab per batch) vs batch already in memory; "
                               f"{100 * r['data_wait_share']:.1f}% of the step getting the batch",
                               "img/s", o, os_, m, ms, target=">= 0.95x", met=o / m >= 0.95))
     return figures
 
 
 def bench_train_step(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
+    """Per model, at the working size and at twice it (64 and 128 px by default)."""
     cfg = load_params(ROOT / "params.yaml")["train"]
-    rates = train_step_rates(data, sizes, torch.device("cpu"))
-    label = (f"train step, {{name}} (width {cfg['width']}, depth {cfg['depth']}, batch {cfg['batch_size']}, "
-             f"crop {cfg['crop']})")
-    return _train_step_figures(rates, "train_step_", "train_step", label), \
-        {k: {"data_wait_share": v["data_wait_share"], "real_s": v["real_s"], "memory_s": v["memory_s"]}
-         for k, v in rates.items()}
+    figures, details = [], {}
+    for scale in (1, 2):
+        side = data.image_size * scale
+        rates = train_step_rates(data, sizes, torch.device("cpu"), scale)
+        label = (f"train step, {{name}} at {side} px (width {cfg['width']}, depth {cfg['depth']}, "
+                 f"batch {cfg['batch_size']}, crop {cfg['crop'] * scale})")
+        figures += _train_step_figures(rates, "train_step_" if scale == 1 else f"train_step_{side}px_", "train_step",
+                                       label)
+        details[f"{side}px"] = {k: {"data_wait_share": v["data_wait_share"], "real_s": v["real_s"],
+                                    "memory_s": v["memory_s"]} for k, v in rates.items()}
+    return figures, details
 
 
 def bench_gpu(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
