@@ -1,8 +1,8 @@
 """How every stage copes as the dataset grows (docs/scale.md).
 
 For each N, builds a fresh git+DVC project whose garden has N images, runs every stage
-as `dvc repro` would (download, ingest, relevance, curate, split, priors, one epoch of
-train, evaluate), each in its own process: wall time, images/s and that process's
+as `dvc repro` would (params, download, ingest, relevance, curate, split, priors, one
+epoch of train, evaluate, report), each in its own process: wall time, images/s and that process's
 peak RSS. Then `dvc commit`, and the median of 5 `dvc status` and no-op `dvc repro`.
 
     .venv/bin/python -m bench.scale [--size 64] 1000 10000 30000 > reports/scale.json
@@ -48,7 +48,7 @@ def timed(cmd, cwd, repeat=5) -> list[float]:
     return times
 
 
-STAGES = ("download", "ingest", "relevance", "curate", "split", "priors", "train", "evaluate")
+STAGES = ("params", "download", "ingest", "relevance", "curate", "split", "priors", "train", "evaluate", "report")
 
 
 def split_sizes(proj: Path) -> dict[str, int]:
@@ -70,7 +70,9 @@ def measure(n: int, size: int, work: Path) -> dict:
         out[stage] = {"seconds": round(seconds, 2), "images_per_s": round((counted or 0) / seconds, 1),
                       "peak_rss_mb": round(mb, 1)}
         print(f"scale: n={n} {stage}: {out[stage]}", file=sys.stderr, flush=True)
-    subprocess.run([bin_path("dvc"), "commit", "-f", "-q"], cwd=proj, check=True, capture_output=True)
+    committed = subprocess.run([bin_path("dvc"), "commit", "-f", "-q"], cwd=proj, capture_output=True, text=True)
+    if committed.returncode:
+        raise SystemExit(f"bench.scale: dvc commit failed: {committed.stderr.strip()[-2000:]}")
     status = timed([bin_path("dvc"), "status"], proj)
     noop = timed([bin_path("dvc"), "repro"], proj)
     out |= {

@@ -29,7 +29,7 @@ from colorize.evaluation.metrics import (
 from colorize.training.loader import StreamedSplit
 from colorize.training.models import predict_ab
 
-EVAL_CHUNK = 512  # test images at a time: a multiple of predict_ab's (64) and the metrics' (256) batches,
+EVAL_CHUNK = 256  # test images at a time: a multiple of predict_ab's (64) and the metrics' (256) batches,
 #                   so every number is the same bits as with the whole split at once
 
 

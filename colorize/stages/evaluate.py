@@ -32,6 +32,7 @@ import torch
 from colorize.common import paths, tracking
 from colorize.common.errors import run_main
 from colorize.common.files import atomic_write, write_json
+from colorize.common.malloc import return_freed_memory
 from colorize.common.grid import comparison_rows, save_grid
 from colorize.common.params import load_params
 from colorize.evaluation.evaluate import (
@@ -74,6 +75,7 @@ def main() -> None:
     # same model and data (a CI run once saw it differ between two forced repros with
     # identical inputs; with two threads the order of float reductions may vary).
     portable.configure_torch()
+    return_freed_memory()  # flat peak memory as the splits grow (see colorize/common/malloc.py)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     cfg = load_params()["evaluate"]
