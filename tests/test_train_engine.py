@@ -288,4 +288,6 @@ def test_stream_memory_does_not_grow_with_the_split(tmp_path):
     print(f"peak anonymous MB, streamed {streamed}, held in memory {held}")
     lab_of_the_extra_images = 2800 * 64 * 64 * 3 * 4 / 2**20  # 131 MB
     assert held["large"] - held["small"] > 0.8 * lab_of_the_extra_images  # the control grows
-    assert streamed["large"] - streamed["small"] < 0.1 * lab_of_the_extra_images  # < 13 MB: flat
+    # Streamed, what still grows is small bookkeeping and glibc's heap (6-15 MB seen, on
+    # this machine and on CI's); the whole split's Lab would be 131 MB more.
+    assert streamed["large"] - streamed["small"] < 0.25 * lab_of_the_extra_images  # < 33 MB
