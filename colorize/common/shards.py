@@ -67,6 +67,32 @@ class ShardReader:
     def __len__(self) -> int:
         return len(self.shard)
 
+    # Enough of numpy's array interface that code written for an (n, S, S, 3) uint8 array
+    # of all the images (the curation checks, the relevance classifier) streams from the
+    # shards instead: slices and index arrays read just those images.
+    dtype, ndim = np.dtype(np.uint8), 4
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        side = self._map(int(self.shard[0])).shape[1] if len(self) else 0
+        return (len(self), side, side, 3)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self.read([range(len(self))[key]])[0]
+        positions = np.arange(len(self))[key]  # a slice or an index array, checked as numpy would
+        if len(positions) == 0:
+            return np.empty((0,) + self.shape[1:], dtype=np.uint8)
+        return self.read(positions)
+
+    def take(self, positions) -> "ShardReader":
+        """A reader of the rows at `positions` only; reads nothing yet."""
+        positions = np.asarray(positions, dtype=np.int64)
+        view = ShardReader.__new__(ShardReader)
+        view.shard, view.index = self.shard[positions], self.index[positions]
+        view.shard_dir, view._maps = self.shard_dir, self._maps
+        return view
+
     def _map(self, shard: int) -> np.ndarray:
         if shard not in self._maps:
             self._maps[shard] = np.load(self.shard_dir / f"shard-{shard:05d}.npy", mmap_mode="r")

@@ -107,6 +107,7 @@ import torch
 import torch.nn.functional as F
 
 from colorize.common.colour import rgb_to_lab
+from colorize.common.shards import ShardReader
 
 # How each threshold was calibrated. The values live in params.yaml (curate.*, mapped to
 # THRESHOLD_KEYS by rules.thresholds); these notes say where they came from. Data: the
@@ -169,8 +170,11 @@ CANONICAL = 64  # side at which the resolution-dependent measures are taken
 
 # --------------------------------------------------------------------------- helpers
 
-def _as_batch(images: np.ndarray) -> np.ndarray:
-    images = np.asarray(images)
+def _as_batch(images: np.ndarray | ShardReader) -> np.ndarray | ShardReader:
+    """The images as given if they are an array or a ShardReader (streamed: every check
+    reads them in slices), else as an array."""
+    if not isinstance(images, ShardReader):
+        images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"expected (n, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
     return images

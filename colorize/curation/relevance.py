@@ -11,7 +11,7 @@ common, which is what makes 0.5 a sensible default threshold.
 Colour is kept in the input: flowers are far more saturated than everyday photos, and
 that is the cheapest cue there is.
 
-    model, report = train_relevance(images, y, params, seed=0)   # (n, S, S, 3) uint8
+    model, report = train_relevance(images, y, params, seed=0)   # (n, S, S, 3) uint8, or a ShardReader
     p = score(model, images)          # (n,) relevance in [0, 1], 1 = flower
     save(model, "models/relevance.pt", meta=report); model, meta = load("models/relevance.pt")
 
@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from colorize.common.files import atomic_write
+from colorize.common.shards import ShardReader
 
 FEATURE_DIM = 128      # size of the embedding `features`/`embed` return
 WEIGHT_DECAY = 1e-4    # AdamW weight decay
@@ -172,8 +173,8 @@ def train_relevance(
     labelled = np.flatnonzero(y >= 0)
     held = holdout_mask(y[labelled], cfg["holdout"], cfg["seed"], None if groups is None else np.asarray(groups)[labelled])
     train_idx, held_idx = labelled[~held], labelled[held]
-    # kept as uint8 and normalised per batch: a quarter of the memory of a float copy
-    x_train = images[train_idx]
+    # Read per batch, as uint8, normalised per batch: from a ShardReader nothing of the
+    # split is held, so memory does not grow with the number of images.
     y_train = torch.from_numpy(y[train_idx].astype(np.float32))
 
     deterministic_before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
@@ -201,7 +202,7 @@ def train_relevance(
                 by_class[1][torch.randint(len(by_class[1]), (cfg["batch_size"],), generator=gen)],
                 by_class[0][torch.randint(len(by_class[0]), (cfg["batch_size"],), generator=gen)],
             )
-            x = augment(to_input(x_train[pick.numpy()]), gen)
+            x = augment(to_input(images[train_idx[pick.numpy()]]), gen)
             loss = F.binary_cross_entropy_with_logits(model(x), y_train[pick])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -212,7 +213,8 @@ def train_relevance(
     finally:
         torch.use_deterministic_algorithms(deterministic_before[0], warn_only=deterministic_before[1])
 
-    report = evaluate(model, images[held_idx], y[held_idx], cfg["threshold"])
+    held_images = images.take(held_idx) if isinstance(images, ShardReader) else images[held_idx]
+    report = evaluate(model, held_images, y[held_idx], cfg["threshold"])
     report.update(
         n_train_relevant=int((y[train_idx] == 1).sum()),
         n_train_irrelevant=int((y[train_idx] == 0).sum()),

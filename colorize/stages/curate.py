@@ -24,7 +24,7 @@ from colorize.common.errors import UserError, run_main
 from colorize.common.files import atomic_write, write_json
 from colorize.common.malloc import return_freed_memory
 from colorize.common.params import load_params
-from colorize.common.shards import load_images
+from colorize.common.shards import ShardReader
 from colorize.curation import fodb, review
 from colorize.curation.decisions import apply_decisions, read_decisions
 from colorize.curation.rules import (
@@ -53,7 +53,7 @@ def main() -> None:
         raise UserError(f"{paths.INGEST_MANIFEST} not found: run the ingest stage first (dvc repro ingest)")
     manifest = pd.read_parquet(paths.INGEST_MANIFEST)
     ok = manifest[manifest["status"] == "ok"]
-    images = load_images(ok, paths.SHARDS) if len(ok) else None
+    images = ShardReader(ok, paths.SHARDS) if len(ok) else None  # streamed: the checks read slices
     auto = curate(manifest, images, params, relevance_scores())
     decisions = read_decisions(paths.DECISIONS)
     df, messages = apply_decisions(auto, decisions)

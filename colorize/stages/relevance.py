@@ -23,7 +23,7 @@ from colorize.common import paths, tracking
 from colorize.common.errors import run_main
 from colorize.common.files import atomic_write, write_json
 from colorize.common.params import load_params
-from colorize.common.shards import load_images
+from colorize.common.shards import ShardReader
 from colorize.curation.decisions import read_decisions
 from colorize.curation.relevance import fit, save, score, weak_labels
 
@@ -36,7 +36,7 @@ def main() -> None:
     manifest = pd.read_parquet(paths.INGEST_MANIFEST)
     usable = manifest[manifest["status"] == "ok"].reset_index(drop=True)
     y = weak_labels(usable, read_decisions(paths.DECISIONS), params["data"]["folder"]["negative_labels"])
-    images = load_images(usable, paths.SHARDS)
+    images = ShardReader(usable, paths.SHARDS)  # streamed: read per batch, never held whole
     out = pd.DataFrame({"id": usable["id"], "weak_label": y})
     try:
         model, report = fit(usable, images, y, cfg)
