@@ -2,8 +2,8 @@
 
 For each N, builds a fresh git+DVC project whose garden has N images, runs every stage
 as `dvc repro` would (params, download, ingest, relevance, curate, split, priors, one
-epoch of train, evaluate, report), each in its own process: wall time, images/s and that process's
-peak RSS. Then `dvc commit`, and the median of 5 `dvc status` and no-op `dvc repro`.
+epoch of train, evaluate, report), each in its own process: wall time, images/s, that process's
+peak RSS and its peak anonymous memory (run_measured). Then `dvc commit`, and the median of 5 `dvc status` and no-op `dvc repro`.
 
     .venv/bin/python -m bench.scale [--size 64] 1000 10000 30000 > reports/scale.json
 
@@ -26,17 +26,36 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import bin_path, make_project  # noqa: E402 - reuse the test project builder
 
 
-def peak_rss_mb(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float]:
-    """Run cmd in a child of a fresh wrapper; return (seconds, the child's peak RSS in MB)."""
-    wrapper = (
-        "import resource, subprocess, sys, time;"
-        "t = time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL);"
-        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)"
-    )
-    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], cwd=cwd, capture_output=True, text=True, check=True,
-                         env=env)
-    seconds, mb = out.stdout.split()
-    return float(seconds), float(mb)
+def run_measured(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float, float]:
+    """Run cmd; return (seconds, peak RSS MB, peak anonymous MB).
+
+    Peak RSS is the kernel's exact high-water mark (wait4's ru_maxrss); it counts the
+    shard pages a stage has mapped, which are file cache the OS drops under pressure.
+    Peak anonymous memory (RssAnon, sampled every 10 ms) is what the process itself
+    holds: the figure that must stay flat as the dataset grows.
+    """
+    t = time.perf_counter()
+    errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty stage cannot block on it
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+    anon_kb = 0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        try:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    anon_kb = max(anon_kb, int(line.split()[1]))
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        time.sleep(0.01)
+    seconds = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    errors.seek(0)
+    err = errors.read().decode(errors="replace")
+    if proc.returncode:
+        raise SystemExit(f"bench.scale: {' '.join(cmd)} failed: {err.strip()[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024, anon_kb / 1024
 
 
 def timed(cmd, cwd, repeat=5) -> list[float]:
@@ -64,11 +83,11 @@ def measure(n: int, size: int, work: Path) -> dict:
                                                 "train.warmup_epochs": 0})
     out: dict = {"n_images": n, "image_size": size}
     for stage in STAGES:
-        seconds, mb = peak_rss_mb([sys.executable, "-m", f"colorize.stages.{stage}"], proj)
+        seconds, mb, anon = run_measured([sys.executable, "-m", f"colorize.stages.{stage}"], proj)
         # images the stage works through: every file up to curate, then the split it reads
         counted = {"train": split_sizes(proj).get("train"), "evaluate": split_sizes(proj).get("test")}.get(stage, n)
         out[stage] = {"seconds": round(seconds, 2), "images_per_s": round((counted or 0) / seconds, 1),
-                      "peak_rss_mb": round(mb, 1)}
+                      "peak_rss_mb": round(mb, 1), "peak_anon_mb": round(anon, 1)}
         print(f"scale: n={n} {stage}: {out[stage]}", file=sys.stderr, flush=True)
     committed = subprocess.run([bin_path("dvc"), "commit", "-f", "-q"], cwd=proj, capture_output=True, text=True)
     if committed.returncode:
