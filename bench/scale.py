@@ -25,37 +25,46 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.conftest import bin_path, make_project  # noqa: E402 - reuse the test project builder
 
+# Runs argv[2:], its stderr into argv[1]; prints seconds, peak RSS KB (wait4's exact
+# high-water mark) and peak RssAnon KB (sampled every 10 ms). A fresh small process:
+# Linux counts the RSS a child inherited at fork in its ru_maxrss, so the bench's own
+# memory must not be the stage's parent.
+MEASURE = """
+import os, subprocess, sys, time
+t = time.perf_counter()
+with open(sys.argv[1], "wb") as err:
+    proc = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=err)
+anon = 0
+while True:
+    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+    if pid:
+        break
+    try:
+        with open(f"/proc/{proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    anon = max(anon, int(line.split()[1]))
+    except OSError:
+        pass
+    time.sleep(0.01)
+print(time.perf_counter() - t, usage.ru_maxrss, anon, os.waitstatus_to_exitcode(status))
+"""
+
 
 def run_measured(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float, float]:
     """Run cmd; return (seconds, peak RSS MB, peak anonymous MB).
 
-    Peak RSS is the kernel's exact high-water mark (wait4's ru_maxrss); it counts the
-    shard pages a stage has mapped, which are file cache the OS drops under pressure.
-    Peak anonymous memory (RssAnon, sampled every 10 ms) is what the process itself
+    Peak RSS counts the shard pages a stage has mapped, which are file cache the OS
+    drops under pressure. Peak anonymous memory (RssAnon) is what the process itself
     holds: the figure that must stay flat as the dataset grows.
     """
-    t = time.perf_counter()
-    errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty stage cannot block on it
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=errors)
-    anon_kb = 0
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        try:
-            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                if line.startswith("RssAnon:"):
-                    anon_kb = max(anon_kb, int(line.split()[1]))
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-        time.sleep(0.01)
-    seconds = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    errors.seek(0)
-    err = errors.read().decode(errors="replace")
-    if proc.returncode:
-        raise SystemExit(f"bench.scale: {' '.join(cmd)} failed: {err.strip()[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024, anon_kb / 1024
+    with tempfile.NamedTemporaryFile(suffix=".err") as err:  # a file, not a pipe: a chatty stage cannot block
+        out = subprocess.run([sys.executable, "-c", MEASURE, err.name, *cmd], cwd=cwd, env=env, capture_output=True,
+                             text=True, check=True)
+        seconds, rss_kb, anon_kb, code = out.stdout.split()
+        if int(code):
+            raise SystemExit(f"bench: {' '.join(cmd)} failed: {Path(err.name).read_text(errors='replace').strip()[-2000:]}")
+    return float(seconds), int(rss_kb) / 1024, int(anon_kb) / 1024
 
 
 def timed(cmd, cwd, repeat=5) -> list[float]:
