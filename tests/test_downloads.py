@@ -7,7 +7,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -373,3 +375,35 @@ def test_dvc_repro_garden_plus_folder(tmp_path):
     (folder / "r9.jpg").write_bytes(jpeg(999, (64, 48)))
     out = run([bin_path("dvc"), "repro"], proj)
     assert "Running stage 'download'" in out.stdout
+
+
+@pytest.mark.slow
+def test_dvc_repro_tracks_the_listing_not_every_raw_file(tmp_path):
+    """DVC's output of download is the listing alone (one file to hash at any size); the
+    raw files are a working copy. Gone (a fresh clone after `dvc pull`), ingest downloads
+    them again and gets the same manifest; changed since the download, a file is rejected
+    with its reason, not decoded as if it were the one listed."""
+    proj = make_project(tmp_path / "proj", TINY)
+    run([bin_path("dvc"), "repro", "ingest"], proj)
+    lock = yaml.safe_load((proj / "dvc.lock").read_text())
+    assert [o["path"] for o in lock["stages"]["download"]["outs"]] == ["data/raw/listing.csv"]
+    listing = pd.read_csv(proj / "data" / "raw" / "listing.csv", dtype=str, keep_default_na=False)
+    readable = listing["sha256"] != ""
+    assert readable.sum() >= 100
+    assert [int(b) for b in listing.loc[readable, "bytes"]] == [(proj / p).stat().st_size for p in listing.loc[readable, "path"]]
+    before = pd.read_parquet(proj / "data" / "ingest" / "manifest.parquet")
+
+    shutil.rmtree(proj / "data" / "raw" / "garden")
+    out = run([bin_path("dvc"), "repro", "--force", "--single-item", "ingest"], proj)
+    assert "downloading them again" in out.stdout
+    pd.testing.assert_frame_equal(pd.read_parquet(proj / "data" / "ingest" / "manifest.parquet"), before)
+
+    victim = before[before["status"] == "ok"].iloc[0]
+    Path(proj / victim["path"]).write_bytes(jpeg(7, (50, 40)))  # replaced since the download
+    run([bin_path("dvc"), "repro", "--force", "--single-item", "ingest"], proj)
+    after = pd.read_parquet(proj / "data" / "ingest" / "manifest.parquet").set_index("path")
+    assert len(after) == len(before)  # counts reconcile: the file keeps its row
+    row = after.loc[victim["path"]]
+    assert row["status"] == "changed_since_download" and "dvc repro -f download" in row["error"]
+    report = json.loads((proj / "reports" / "ingest.json").read_text())
+    assert report["by_status"]["changed_since_download"] == 1

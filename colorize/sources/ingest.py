@@ -26,8 +26,9 @@ from colorize.common.images import (
 )
 from colorize.common.shards import ShardWriter
 
-# Every status a manifest row can have: decode's, read_file's, and a failed download.
-MANIFEST_STATUSES = STATUSES + FILE_STATUSES + ("download_failed",)
+# Every status a manifest row can have: decode's, read_file's, a failed download, and a
+# file whose bytes are not those the download listed (changed or replaced since).
+MANIFEST_STATUSES = STATUSES + FILE_STATUSES + ("download_failed", "changed_since_download")
 
 
 def stable_id(source: str, relpath: str, sha256: str) -> str:
@@ -40,18 +41,23 @@ def stable_id(source: str, relpath: str, sha256: str) -> str:
     return hashlib.sha256(f"{source}\0{relpath}\0{sha256}".encode()).hexdigest()[:16]
 
 
-def _process(task: tuple[str, str, int, int]) -> dict:
-    path, fetch_error, image_size, max_pixels = task
+def _process(task: tuple[str, str, str, int, int]) -> dict:
+    path, fetch_error, listed_sha256, image_size, max_pixels = task
     if fetch_error:
         return {"bytes": 0, "sha256": "", "status": "download_failed", "error": fetch_error}
     try:
         data = read_file(path)  # never opens a FIFO, socket or device: each would hang or fail
     except NotRead as e:
         return {"bytes": 0, "sha256": "", "status": e.status, "error": e.reason}
+    sha256 = hashlib.sha256(data).hexdigest()
+    if listed_sha256 and sha256 != listed_sha256:
+        return {"bytes": len(data), "sha256": sha256, "status": "changed_since_download",
+                "error": f"sha256 {sha256[:12]} is not the {listed_sha256[:12]} the download listed: "
+                         "run the download again (dvc repro -f download)"}
     d = decode(data, max_pixels=max_pixels, draft_size=image_size)
     row = {
         "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha256": sha256,
         "width": d.width,
         "height": d.height,
         "mode": d.mode,
@@ -69,7 +75,10 @@ def ingest(listing: pd.DataFrame, params: dict, out_dir: Path, workers: int | No
     cfg = params["ingest"]
     size = cfg["image_size"]
     writer = ShardWriter(out_dir / "shards", cfg["shard_size"], size)
-    tasks = [(p, e, size, cfg["max_pixels"]) for p, e in zip(listing["path"], listing["fetch_error"])]
+    listed = listing["sha256"] if "sha256" in listing else [""] * len(listing)  # blank: nothing to check against
+    tasks = [(p, e, sha, size, cfg["max_pixels"]) for p, e, sha in zip(listing["path"], listing["fetch_error"], listed)]
+    # What the download saw is checked here, not stored: ingest's own sha256 and size go in the manifest.
+    listing = listing.drop(columns=["sha256", "bytes"], errors="ignore")
     workers = workers or min(4, os.cpu_count() or 1)
     rows = []
     # imap keeps listing order, so shards and manifest are the same on every run.

@@ -29,6 +29,8 @@ class Row:
     license: str = ""
     original_url: str = ""
     fetch_error: str = ""  # why a listed file could not be downloaded ("" = fine)
+    sha256: str = ""  # the bytes the download left at `path` ("" if it could not read them)
+    bytes: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,5 +43,6 @@ def read_listing(path: Path) -> pd.DataFrame:
     """The listing with its column types restored (CSV keeps only text)."""
     listing = pd.read_csv(path, dtype=str, keep_default_na=False)
     listing["class_id"] = listing["class_id"].replace("", "0").astype("int64")
+    listing["bytes"] = listing["bytes"].replace("", "0").astype("int64")
     listing["negative"] = listing["negative"] == "True"
     return listing

@@ -9,12 +9,16 @@ SOURCES and its name to `params.SOURCE_NAMES`.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
 from colorize.common.files import atomic_write
+from colorize.common.images import NotRead, read_file
 from colorize.sources import garden
 from colorize.sources.flowers102 import fetch_flowers102
 from colorize.sources.folder import fetch_folder
@@ -48,18 +52,52 @@ def fetch_garden(data: dict, out_dir: Path) -> list[Row]:
     ]
 
 
-def download(params: dict, raw_dir: Path, listing_path: Path) -> pd.DataFrame:
+def download(params: dict, raw_dir: Path, listing_path: Path | None) -> pd.DataFrame:
     """Every source in data.sources, in order, into raw_dir/<source>; the listing of
-    every file found, written to `listing_path` (whole or not at all)."""
+    every file found, each with the sha256 and size of the bytes left at its path,
+    written to `listing_path` (whole or not at all; None: not written).
+
+    Only the listing is DVC's output: raw_dir/<source> is a working copy, refilled from
+    the download cache (or regenerated) whenever this runs, so `dvc status` hashes one
+    file rather than walking every raw image (docs/scale.md). Each source's folder is
+    emptied first, as DVC would empty an output: no file of an earlier run lingers.
+    """
     raw_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in params["data"]["sources"]:
+        shutil.rmtree(raw_dir / name, ignore_errors=True)
         found = SOURCES[name](params["data"], raw_dir / name)
         print(f"download: {name}: {len(found)} files")
-        rows.extend(r.to_dict() for r in found)
+        rows.extend(_stamped(r.to_dict()) for r in found)
     listing = pd.DataFrame(rows, columns=list(COLUMNS))
-    atomic_write(listing_path, lambda tmp: listing.to_csv(tmp, index=False))
+    if listing_path is not None:
+        atomic_write(listing_path, lambda tmp: listing.to_csv(tmp, index=False))
     return listing
+
+
+def _stamped(row: dict) -> dict:
+    """The row with the sha256 and size of its file; left blank when the file cannot be
+    read (ingest reads it again and records why)."""
+    if not row["fetch_error"]:
+        try:
+            data = read_file(row["path"])
+        except NotRead:
+            return row
+        row |= {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    return row
+
+
+def restore_missing(listing: pd.DataFrame, params: dict, raw_dir: Path) -> int:
+    """Put back the listed files that are not on this machine (a fresh clone after
+    `dvc pull` has the listing but not the raw working copy); return how many were
+    missing. The download runs again with the same params, so it leaves the same bytes;
+    ingest checks each file against the listing's sha256 and rejects any that differ."""
+    read = listing["sha256"] != ""
+    missing = int(sum(not os.path.lexists(p) for p in listing.loc[read, "path"]))
+    if missing:
+        print(f"ingest: {missing} listed files are not under {raw_dir} on this machine; downloading them again")
+        download(params, raw_dir, None)
+    return missing
 
 
 SOURCES: dict[str, Callable[[dict, Path], list[Row]]] = {

@@ -18,13 +18,16 @@ from colorize.common.files import write_json
 from colorize.common.params import load_params
 from colorize.sources.ingest import ingest, summarise
 from colorize.sources.listing import read_listing
+from colorize.sources.registry import restore_missing
 
 
 def main() -> None:
     params = load_params()
     if not paths.LISTING.exists():
         raise UserError(f"{paths.LISTING} not found: run the download stage first (dvc repro download)")
-    manifest = ingest(read_listing(paths.LISTING), params, paths.INGEST)
+    listing = read_listing(paths.LISTING)
+    restore_missing(listing, params, paths.RAW)  # data/raw is a working copy outside DVC
+    manifest = ingest(listing, params, paths.INGEST)
     report = summarise(manifest)
     write_json(paths.INGEST_REPORT, report)
     print(f"ingest: found {report['found']} = usable {report['usable']} + rejected {report['rejected']} {report['by_status']}")
