@@ -49,7 +49,8 @@ def evaluate(model: torch.nn.Module, test: StreamedSplit, train: StreamedSplit, 
     scores: dict[str, dict[str, list]] = {name: {m: [] for m in (*METRICS, "perfect")} for name in names}
     truth_colour = []
     for idx in test.chunks(EVAL_CHUNK):
-        L, truth = test.lab(idx)[..., 0], test.rgb(idx)
+        truth, lab = test.rgb_and_lab(idx)
+        L = lab[..., 0]
         predictions = {"model": predict_ab(model, L), **{name: baselines.predict(name, L) for name in BASELINES}}
         for name, ab in predictions.items():
             rgb = compose(L, ab)
@@ -137,10 +138,11 @@ def best_median_worst(per_image: pd.DataFrame, test: StreamedSplit, model: torch
     k = max(1, min(n, len(order) // 3))
     mid = len(order) // 2 - k // 2
     picks = np.concatenate([order[:k], order[mid : mid + k], order[-k:]])
-    L = test.lab(picks)[..., 0]
+    truth, lab = test.rgb_and_lab(picks)
+    L = lab[..., 0]
     gray = compose(L, torch.zeros(*L.shape, 2))
     model_rgb = compose(L, predict_ab(model, L))
-    save_grid(list(zip(gray, model_rgb, test.rgb(picks))), path)
+    save_grid(list(zip(gray, model_rgb, truth)), path)
 
 
 def temperature_sweep(model: torch.nn.Module, test: StreamedSplit, temperatures: list[float],
@@ -157,9 +159,10 @@ def temperature_sweep(model: torch.nn.Module, test: StreamedSplit, temperatures:
             model.temperature = t
             psnr, colour = [], []
             for idx in test.chunks(EVAL_CHUNK):
-                L = test.lab(idx)[..., 0]
+                truth, lab = test.rgb_and_lab(idx)
+                L = lab[..., 0]
                 rgb = compose(L, predict_ab(model, L))
-                psnr.append(psnr_uint8(rgb, test.rgb(idx)))
+                psnr.append(psnr_uint8(rgb, truth))
                 colour.append(colourfulness(rgb))
             psnr, colour = float(np.concatenate(psnr).mean()), float(np.concatenate(colour).mean())
         else:

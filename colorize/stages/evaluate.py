@@ -32,8 +32,8 @@ import torch
 from colorize.common import paths, tracking
 from colorize.common.errors import run_main
 from colorize.common.files import atomic_write, write_json
-from colorize.common.malloc import return_freed_memory
 from colorize.common.grid import comparison_rows, save_grid
+from colorize.common.malloc import return_freed_memory
 from colorize.common.params import load_params
 from colorize.evaluation.evaluate import (
     EVAL_CHUNK,
@@ -93,8 +93,9 @@ def main() -> None:
     sweep = temperature_sweep(model, test, cfg["temperatures"], m)
     atomic_write(paths.SWEEP, lambda tmp: sweep.to_csv(tmp, index=False, float_format="%.4f"))
     first = next(test.chunks(EVAL_CHUNK))  # predicted as in evaluate (the same batches), then cut
-    n, L = cfg["grid_images"], test.lab(first)[..., 0]
-    save_grid(comparison_rows(L[:n], predict_ab(model, L)[:n], test.rgb(first[:n])), paths.EVAL_GRID)
+    n, (truth, lab) = cfg["grid_images"], test.rgb_and_lab(first)
+    L = lab[..., 0]
+    save_grid(comparison_rows(L[:n], predict_ab(model, L)[:n], truth[:n]), paths.EVAL_GRID)
     run_id = json.loads(paths.TRAIN_REPORT.read_text()).get("mlflow_run_id") if paths.TRAIN_REPORT.exists() else None
     log_to_mlflow(run_id, m)
     print(f"evaluate: psnr {m['psnr']:.2f} dB | gray {m['psnr_gray']:.2f} | const {m['psnr_const']:.2f} | "

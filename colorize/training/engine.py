@@ -351,7 +351,8 @@ def validation_psnr(model: nn.Module, data: StreamedSplit) -> tuple[float, tuple
     """Mean PSNR of the model on the split, streamed; and the first GRID_IMAGES' (L, ab, rgb)."""
     psnrs, first = [], None
     for idx in data.chunks(VAL_CHUNK):
-        L, rgb = data.lab(idx)[..., 0], data.rgb(idx)
+        rgb, lab = data.rgb_and_lab(idx)
+        L = lab[..., 0]
         pred = predict_ab(model, L)
         psnrs.append(psnr_uint8(compose(L, pred), rgb))
         if first is None:

@@ -53,6 +53,11 @@ class StreamedSplit:
     def lab(self, idx) -> torch.Tensor:
         return uint8_to_lab(self.rgb(idx))
 
+    def rgb_and_lab(self, idx) -> tuple[np.ndarray, torch.Tensor]:
+        """The truth and its Lab, from one read of the shards."""
+        rgb = self.rgb(idx)
+        return rgb, uint8_to_lab(rgb)
+
     def model_inputs(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised L (k, 1, S, S) and ab (k, 2, S, S) of the images at positions idx."""
         lab = self.lab(idx)
