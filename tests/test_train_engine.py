@@ -253,6 +253,7 @@ import torch
 from colorize.training.batches import batch_stream
 from colorize.training.loader import load_split, open_split
 manifest, shards, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+crop = int(sys.argv[4]) if len(sys.argv) > 4 else 56
 peak, done = [0], threading.Event()
 def sample():
     while not done.is_set():
@@ -264,7 +265,7 @@ sampler = threading.Thread(target=sample, daemon=True)
 sampler.start()
 held = load_split("train", manifest, shards) if mode == "memory" else None
 split = open_split("train", manifest, shards)
-for _ in batch_stream(split, torch.randperm(len(split)), 32, 56, torch.Generator(), torch.device("cpu")):
+for _ in batch_stream(split, torch.randperm(len(split)), 32, crop, torch.Generator(), torch.device("cpu")):
     time.sleep(0.001)
 done.set(); sampler.join()
 print(peak[0] / 1024)
