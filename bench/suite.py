@@ -53,7 +53,7 @@ if str(ROOT) not in sys.path:
 
 from bench import seed_style  # noqa: E402
 from bench.colorize_budget import make_checkpoint, make_photo  # noqa: E402
-from bench.scale import peak_rss_mb  # noqa: E402
+from bench.scale import run_measured  # noqa: E402
 from colorize.common.params import MODEL_NAMES, load_params  # noqa: E402
 
 SHARED_FLOWERS = ROOT.parent / "shared" / "data" / "flowers-128"
@@ -169,7 +169,7 @@ class Data:
         w, h = sizes.large_size
         self.large = [make_photo(folder / f"l{i:03d}.jpg", w, h, seed=i) for i in range(sizes.large_images)]
         # The working-resolution images, made the pipeline's way (as ingest stores them).
-        self.images = np.stack([_process((str(p), "", self.image_size, self.max_pixels))["_pixels"]
+        self.images = np.stack([_process((str(p), "", "", self.image_size, self.max_pixels))["_pixels"]
                                 for p in self.photos])
 
     def working(self, n: int) -> np.ndarray:
@@ -188,7 +188,7 @@ def bench_ingest(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
                             ("ingest_large", data.large, f"{sizes.large_size[0]}x{sizes.large_size[1]} JPEG")):
         def ours(files=files):
             for p in files:
-                _process((str(p), "", size, data.max_pixels))
+                _process((str(p), "", "", size, data.max_pixels))
 
         def base(files=files):
             for p in files:
@@ -462,7 +462,8 @@ def _environ(env: dict):
 def _wrapped(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float]:
     """(seconds, peak RSS MB) of cmd in a fresh process under a small stdlib wrapper: a
     child forked from this (large) process would inherit its RSS high-water mark."""
-    return peak_rss_mb(cmd, cwd, env)
+    seconds, rss, _ = run_measured(cmd, cwd, env)
+    return seconds, rss
 
 
 def bench_colorize(data: Data, sizes: Sizes) -> tuple[list[dict], dict]:
