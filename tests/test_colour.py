@@ -73,6 +73,16 @@ def test_full_uint8_cube_agrees():
     assert np.abs(lab_to_uint8(uint8_to_lab(rgb)).astype(int) - rgb).max() <= 1
 
 
+def test_uint8_lookup_gives_the_bits_of_the_float_formula_for_every_8bit_colour():
+    """uint8_to_lab looks up sRGB linearisation per 8-bit value; the ab bins and every
+    stored Lab were defined by rgb_to_lab(x / 255), so the bits must not move."""
+    codes = torch.arange(256**3, dtype=torch.int32)
+    for start in range(0, 256**3, 1 << 22):
+        c = codes[start : start + (1 << 22)]
+        rgb = torch.stack([(c >> 16) & 255, (c >> 8) & 255, c & 255], dim=-1).to(torch.uint8)
+        assert torch.equal(uint8_to_lab(rgb), rgb_to_lab(rgb.to(torch.float32) / 255.0))
+
+
 def test_compose_with_zero_ab_is_gray():
     rng = np.random.default_rng(1)
     lab = uint8_to_lab(rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8))

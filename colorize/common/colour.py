@@ -88,8 +88,13 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """sRGB in [0, 1], shape (..., 3) -> Lab, same shape, same float dtype."""
     if not rgb.is_floating_point():
         raise TypeError("rgb_to_lab expects floats in [0, 1]; divide uint8 by 255 first")
-    xyz = srgb_to_linear(rgb) @ _const(XYZ_FROM_RGB, rgb).T
-    fx, fy, fz = lab_f(xyz / _const(WHITE_D65, rgb)).unbind(-1)
+    return linear_to_lab(srgb_to_linear(rgb))
+
+
+def linear_to_lab(linear: torch.Tensor) -> torch.Tensor:
+    """Linear sRGB (..., 3) -> Lab, same shape, same float dtype."""
+    xyz = linear @ _const(XYZ_FROM_RGB, linear).T
+    fx, fy, fz = lab_f(xyz / _const(WHITE_D65, linear)).unbind(-1)
     L = 116.0 * fy - 16.0
     return torch.stack([L, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=-1)
 
@@ -113,10 +118,25 @@ def linear_to_uint8(linear: torch.Tensor) -> torch.Tensor:
     return (linear_to_srgb(linear).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
 
 
+@functools.cache
+def _linear_of_uint8() -> np.ndarray:
+    """Linear light of each 8-bit sRGB value, float32 (256,): the very arithmetic of
+    srgb_to_linear(code / 255), done once. Looking it up instead of taking a power per
+    pixel makes training's per-batch Lab ~1.6x faster (bench/suite.py, train_step)."""
+    return srgb_to_linear(torch.arange(256, dtype=torch.float32) / 255.0).numpy()
+
+
 def uint8_to_lab(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 RGB images (..., H, W, 3) -> float32 Lab, channels last."""
+    """uint8 RGB images (..., H, W, 3) -> float32 Lab, channels last; the same bits as
+    rgb_to_lab(images / 255) (tests/test_colour.py checks every 8-bit colour)."""
     t = torch.as_tensor(images)
-    return rgb_to_lab(t.to(torch.float32) / 255.0)
+    if t.dtype != torch.uint8:
+        raise TypeError(f"uint8_to_lab expects uint8 images, got {t.dtype}")
+    if t.device.type == "cpu":
+        linear = torch.from_numpy(np.take(_linear_of_uint8(), t.numpy()))
+    else:
+        linear = torch.from_numpy(_linear_of_uint8()).to(t.device)[t.long()]
+    return linear_to_lab(linear)
 
 
 def lab_to_uint8(lab: torch.Tensor) -> np.ndarray:

@@ -12,39 +12,59 @@ import math
 import queue
 import threading
 
+import numpy as np
 import torch
 
 from colorize.training.distributed import Dist
-from colorize.training.loader import StreamedSplit
+from colorize.training.loader import StreamedSplit, model_inputs
 
 PREFETCH = 2  # batches made ahead of a GPU model by a background thread
+
+
+def _windows(n: int, h: int, w: int, crop: int, gen: torch.Generator):
+    """Each sample's random window and flip: (side_h, side_w, tops, lefts, flips). The
+    draws (top, left, flip) are the same as ever, so batches are bit-identical for a seed."""
+    if crop and crop < h:
+        top = torch.randint(0, h - crop + 1, (n,), generator=gen).tolist()
+        left = torch.randint(0, w - crop + 1, (n,), generator=gen).tolist()
+        side_h, side_w = crop, crop
+    else:
+        top = left = [0] * n
+        side_h, side_w = h, w
+    flip = (torch.rand(n, generator=gen) < 0.5).tolist()
+    return side_h, side_w, top, left, flip
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, crop: int, gen: torch.Generator,
             idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A random crop of side `crop` (0 = none) and a horizontal flip per sample, of the
-    samples `idx` of x and y (all of them by default).
+    samples `idx` of x and y (all of them by default), both (n, C, H, W).
 
     Each sample's window is copied straight from the full tensors into the batch (one
     copy per sample; gathering the batch first and cropping it with index tensors cost
-    ~10% of a cnn step: bench/suite.py, train_step). The draws (top, left, flip) are
-    the same as ever, so batches are bit-identical for a seed."""
+    ~10% of a cnn step: bench/suite.py, train_step)."""
     n_all, _, h, w = x.shape
     idx = torch.arange(n_all) if idx is None else idx
-    n = len(idx)
-    side_h, side_w = (crop, crop) if crop and crop < h else (h, w)
-    if crop and crop < h:
-        top = torch.randint(0, h - crop + 1, (n,), generator=gen).tolist()
-        left = torch.randint(0, w - crop + 1, (n,), generator=gen).tolist()
-    else:
-        top = left = [0] * n
-    flip = (torch.rand(n, generator=gen) < 0.5).tolist()
-    bx = torch.empty((n, x.shape[1], side_h, side_w), dtype=x.dtype)
-    by = torch.empty((n, y.shape[1], side_h, side_w), dtype=y.dtype)
+    side_h, side_w, top, left, flip = _windows(len(idx), h, w, crop, gen)
+    bx = torch.empty((len(idx), x.shape[1], side_h, side_w), dtype=x.dtype)
+    by = torch.empty((len(idx), y.shape[1], side_h, side_w), dtype=y.dtype)
     for k, (i, t, l, f) in enumerate(zip(idx.tolist(), top, left, flip)):
         wx, wy = x[i, :, t : t + side_h, l : l + side_w], y[i, :, t : t + side_h, l : l + side_w]
         bx[k], by[k] = (wx.flip(-1), wy.flip(-1)) if f else (wx, wy)
     return bx, by
+
+
+def augment_rgb(rgb: np.ndarray, crop: int, gen: torch.Generator) -> np.ndarray:
+    """`augment` on uint8 images (n, H, W, 3), before Lab: the same draws and windows, so
+    Lab of the result equals augment of the Lab (Lab is per pixel), on 4x fewer bytes
+    and only the pixels the crop keeps ((56/64)^2 of them at the defaults)."""
+    n, h, w, c = rgb.shape
+    side_h, side_w, top, left, flip = _windows(n, h, w, crop, gen)
+    out = np.empty((n, side_h, side_w, c), dtype=rgb.dtype)
+    for k, (t, l, f) in enumerate(zip(top, left, flip)):
+        window = rgb[k, t : t + side_h, l : l + side_w]
+        out[k] = window[:, ::-1] if f else window
+    return out
 
 
 class LossTable:
@@ -87,7 +107,7 @@ def next_batch(data: StreamedSplit, idx: torch.Tensor, crop: int, gen: torch.Gen
     """The training input pipeline: the images at `idx` read from the shards, to Lab,
     augmented, on the device (channels_last on CUDA). The draws are the same as when the
     split was held in memory, so batches are bit-identical for a seed."""
-    x, y = augment(*data.model_inputs(idx.numpy()), crop, gen)
+    x, y = model_inputs(augment_rgb(data.rgb(idx.numpy()), crop, gen))
     x, y = x.to(device), y.to(device)
     if device.type == "cuda":
         x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)

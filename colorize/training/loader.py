@@ -60,13 +60,18 @@ class StreamedSplit:
 
     def model_inputs(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised L (k, 1, S, S) and ab (k, 2, S, S) of the images at positions idx."""
-        lab = self.lab(idx)
-        return normalise_l(lab[..., 0])[:, None], normalise_ab(lab[..., 1:]).permute(0, 3, 1, 2).contiguous()
+        return model_inputs(self.rgb(idx))
 
     def chunks(self, size: int):
         """Positions 0..n-1 in consecutive chunks of `size` (the last may be shorter)."""
         for start in range(0, len(self), size):
             yield np.arange(start, min(start + size, len(self)))
+
+
+def model_inputs(rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (k, S, S, 3) -> the networks' normalised L (k, 1, S, S) and ab (k, 2, S, S)."""
+    lab = uint8_to_lab(rgb)
+    return normalise_l(lab[..., 0])[:, None], normalise_ab(lab[..., 1:]).permute(0, 3, 1, 2).contiguous()
 
 
 def _rows(name: str, manifest: Path) -> pd.DataFrame:
