@@ -6,12 +6,14 @@ epoch of train, evaluate, report), each in its own process: wall time, images/s,
 peak RSS and its peak anonymous memory (run_measured). Then `dvc commit`, and the median of 5 `dvc status` and no-op `dvc repro`.
 
     .venv/bin/python -m bench.scale [--size 64] 1000 10000 30000 > reports/scale.json
+    .venv/bin/python -m bench.scale --until priors --set relevance.epochs=2 2000 6000   # a quick profile
 
 `--size` is ingest.image_size (train.crop follows at 7/8 of it). Not a test: it asserts
 nothing and takes tens of minutes from 10,000 images on.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -20,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -86,18 +90,20 @@ def split_sizes(proj: Path) -> dict[str, int]:
     return pd.read_parquet(manifest)["split"].value_counts().to_dict() if manifest.exists() else {}
 
 
-def measure(n: int, size: int, work: Path) -> dict:
-    proj = make_project(work / f"n{n}-{size}", {"data.garden.n_images": n, "ingest.image_size": size,
-                                                "train.crop": size * 7 // 8, "train.epochs": 1,
-                                                "train.warmup_epochs": 0})
-    out: dict = {"n_images": n, "image_size": size}
-    for stage in STAGES:
+def measure(n: int, size: int, work: Path, until: str = STAGES[-1], overrides: dict | None = None) -> dict:
+    params = {"data.garden.n_images": n, "ingest.image_size": size, "train.crop": size * 7 // 8, "train.epochs": 1,
+              "train.warmup_epochs": 0, **(overrides or {})}
+    proj = make_project(work / f"n{n}-{size}", params)
+    out: dict = {"n_images": n, "image_size": size, "overrides": overrides or {}}
+    for stage in STAGES[: STAGES.index(until) + 1]:
         seconds, mb, anon = run_measured([sys.executable, "-m", f"colorize.stages.{stage}"], proj)
         # images the stage works through: every file up to curate, then the split it reads
         counted = {"train": split_sizes(proj).get("train"), "evaluate": split_sizes(proj).get("test")}.get(stage, n)
         out[stage] = {"seconds": round(seconds, 2), "images_per_s": round((counted or 0) / seconds, 1),
                       "peak_rss_mb": round(mb, 1), "peak_anon_mb": round(anon, 1)}
         print(f"scale: n={n} {stage}: {out[stage]}", file=sys.stderr, flush=True)
+    if until != STAGES[-1]:
+        return out  # a partial pipeline: dvc status would only say what is left to run
     committed = subprocess.run([bin_path("dvc"), "commit", "-f", "-q"], cwd=proj, capture_output=True, text=True)
     if committed.returncode:
         raise SystemExit(f"bench.scale: dvc commit failed: {committed.stderr.strip()[-2000:]}")
@@ -113,15 +119,23 @@ def measure(n: int, size: int, work: Path) -> dict:
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    size = 64
-    if args[:1] == ["--size"]:
-        size, args = int(args[1]), args[2:]
-    sizes = [int(a) for a in args] or [1000, 10000]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sizes", nargs="*", type=int, default=[1000, 10000], help="numbers of garden images")
+    ap.add_argument("--size", type=int, default=64, help="ingest.image_size, px")
+    ap.add_argument("--until", choices=STAGES, default=STAGES[-1], help="stop after this stage (a profile of the first ones)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a params.yaml override, e.g. relevance.epochs=2 (YAML value); repeatable")
+    args = ap.parse_args()
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
     with tempfile.TemporaryDirectory() as tmp:
         results = []
-        for n in sizes:
-            results.append(measure(n, size, Path(tmp)))
+        for n in args.sizes:
+            results.append(measure(n, args.size, Path(tmp), args.until, overrides))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     print(json.dumps({"cpus": os.cpu_count(), "results": results}, indent=2))
 

@@ -61,3 +61,14 @@ def write_json(path: str | os.PathLike, obj, **dumps) -> Path:
     """`obj` as indented JSON with a final newline, atomically (reports, metrics)."""
     text = json.dumps(obj, indent=2, **dumps) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def read_columns(path: str | os.PathLike, columns: tuple[str, ...]):
+    """Those of `columns` a parquet table has, as a DataFrame. A stage that reads only the
+    columns it uses keeps ~10x less per row than one reading all 64 of the split manifest
+    (strings become Python objects, and pyarrow's pool keeps what the conversion used)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    present = set(pq.read_schema(path).names)
+    return pd.read_parquet(path, columns=[c for c in columns if c in present])

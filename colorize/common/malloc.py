@@ -17,6 +17,12 @@ import ctypes.util
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter, from glibc's malloc.h
 FIXED_THRESHOLD = 128 * 1024  # glibc's default start value; fixed, it no longer moves
+# For a stage that trains as well: a training step's blocks (activations of a small batch)
+# stay under it, so they are reused from the heap without page faults; scoring's larger
+# batches are mapped and returned. Relevance at 2,000 -> 6,000 images: peak 436 -> 535 MB
+# with the moving threshold, 400 -> 415 MB with this one, in the same time (at 128 kB: 9%
+# slower).
+BATCHED_THRESHOLD = 4 * 1024 * 1024
 
 
 def return_freed_memory(threshold: int = FIXED_THRESHOLD) -> bool:

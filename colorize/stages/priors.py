@@ -21,12 +21,12 @@ if __name__ == "__main__":
 import time
 
 import numpy as np
-import pandas as pd
 
 from colorize.common import paths
 from colorize.common.colour import ab_bins
 from colorize.common.errors import UserError, run_main
-from colorize.common.files import atomic_write, write_json
+from colorize.common.files import atomic_write, read_columns, write_json
+from colorize.common.malloc import return_freed_memory
 from colorize.common.params import load_params
 from colorize.training.priors import (
     ab_heatmap,
@@ -40,10 +40,12 @@ from colorize.training.priors import (
 
 def main() -> None:
     portable.configure_torch()
+    return_freed_memory()  # flat peak memory as the split grows (see colorize/common/malloc.py)
     cfg = load_params()["priors"]
     if not paths.SPLIT_MANIFEST.exists():
         raise UserError(f"{paths.SPLIT_MANIFEST} not found: run the split stage first (dvc repro split)")
-    rows, n_gray = training_rows(pd.read_parquet(paths.SPLIT_MANIFEST), cfg["min_chroma"])
+    rows, n_gray = training_rows(read_columns(paths.SPLIT_MANIFEST, ("split", "chroma_p95", "shard", "shard_index")),
+                                 cfg["min_chroma"])
     if rows.empty:
         raise UserError("priors: the training split has no colour images; add images or lower priors.min_chroma")
     bins = ab_bins().numpy().astype(np.float64)

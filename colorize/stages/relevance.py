@@ -19,21 +19,27 @@ import math
 import numpy as np
 import pandas as pd
 
-from colorize.common import paths, tracking
+from colorize.common import malloc, paths, tracking
 from colorize.common.errors import run_main
-from colorize.common.files import atomic_write, write_json
+from colorize.common.files import atomic_write, read_columns, write_json
 from colorize.common.params import load_params
 from colorize.common.shards import ShardReader
 from colorize.curation.decisions import read_decisions
 from colorize.curation.relevance import fit, save, score, weak_labels
 
+MANIFEST_COLUMNS = ("id", "status", "source", "label", "negative", "defect_detail", "shard", "shard_index")
+
 
 def main() -> None:
     portable.configure_torch()
+    # Batches of 64 images stay on the heap and are reused step after step; the scoring
+    # batches above 4 MB go back to the OS when freed. With glibc's moving threshold the
+    # heap ratcheted up with the number of batches (colorize/common/malloc.py).
+    malloc.return_freed_memory(malloc.BATCHED_THRESHOLD)
     params = load_params()
     tracking.check_store()  # before any work: an unusable MLflow store fails now, in one line
     cfg = params["relevance"]
-    manifest = pd.read_parquet(paths.INGEST_MANIFEST)
+    manifest = read_columns(paths.INGEST_MANIFEST, MANIFEST_COLUMNS)
     usable = manifest[manifest["status"] == "ok"].reset_index(drop=True)
     y = weak_labels(usable, read_decisions(paths.DECISIONS), params["data"]["folder"]["negative_labels"])
     images = ShardReader(usable, paths.SHARDS)  # streamed: read per batch, never held whole
