@@ -18,6 +18,7 @@ import torch
 from colorize.common import paths
 from colorize.common.colour import normalise_ab, normalise_l, uint8_to_lab
 from colorize.common.errors import UserError
+from colorize.common.files import read_columns
 from colorize.common.shards import ShardReader, load_images
 
 
@@ -68,6 +69,10 @@ class StreamedSplit:
             yield np.arange(start, min(start + size, len(self)))
 
 
+# What training and evaluation use of a split's rows (the manifest has 64 columns).
+SPLIT_COLUMNS = ("id", "source", "relpath", "label", "split", "shard", "shard_index")
+
+
 def model_inputs(rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (k, S, S, 3) -> the networks' normalised L (k, 1, S, S) and ab (k, 2, S, S)."""
     lab = uint8_to_lab(rgb)
@@ -77,7 +82,7 @@ def model_inputs(rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 def _rows(name: str, manifest: Path) -> pd.DataFrame:
     if not Path(manifest).exists():
         raise UserError(f"{manifest} not found: run the split stage first (dvc repro split)")
-    df = pd.read_parquet(manifest)
+    df = read_columns(manifest, SPLIT_COLUMNS)
     rows = df[df["split"] == name].reset_index(drop=True)
     if rows.empty:
         raise UserError(f"the {name} split is empty; add images or change split.train/split.val")
