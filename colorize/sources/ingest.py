@@ -71,13 +71,6 @@ def _process(task: tuple[str, str, str, int, int]) -> dict:
     return row
 
 
-def _records(table: pd.DataFrame, block: int = 1024):
-    """The rows as dicts, made a block at a time: all of them at once held another dict per
-    file for the whole run (bench/scale.py: ingest grew 5.6 kB per image)."""
-    for start in range(0, len(table), block):
-        yield from table.iloc[start : start + block].to_dict("records")
-
-
 def ingest(listing: pd.DataFrame, params: dict, out_dir: Path, workers: int | None = None) -> pd.DataFrame:
     cfg = params["ingest"]
     size = cfg["image_size"]
@@ -91,7 +84,7 @@ def ingest(listing: pd.DataFrame, params: dict, out_dir: Path, workers: int | No
     # imap keeps listing order, so shards and manifest are the same on every run.
     with Pool(workers) as pool:
         results = pool.imap(_process, tasks, chunksize=8)
-        for src, res in tqdm(zip(_records(listing), results), total=len(tasks), desc="ingest", unit="img"):
+        for src, res in tqdm(zip(listing.to_dict("records"), results), total=len(tasks), desc="ingest", unit="img"):
             pixels = res.pop("_pixels", None)
             shard, index = writer.add(pixels) if pixels is not None else (-1, -1)
             rows.append({
