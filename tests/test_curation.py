@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from colorize.common.params import validate
+from colorize.common.shards import ShardReader, load_images
 from colorize.curation import relevance
 from colorize.curation import rules as curate
 from colorize.sources.ingest import ingest
 from colorize.sources.registry import download
-from colorize.common.params import validate
-from colorize.common.shards import ShardReader, load_images
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,8 @@ def curated(tmp_path_factory):
     params = validate(p)
     work = tmp_path_factory.mktemp("curation")
     listing = download(params, work / "raw", work / "raw" / "listing.csv")
-    manifest = ingest(listing, params, work / "ingest")
+    ingest(listing, params, work / "ingest")
+    manifest = pd.read_parquet(work / "ingest" / "manifest.parquet")
     usable = manifest[manifest["status"] == "ok"].reset_index(drop=True)
     images = ShardReader(usable, work / "ingest" / "shards")  # streamed, as the stages read them
     y = relevance.weak_labels(usable, pd.DataFrame(columns=["id", "decision", "reason", "time"]), [])

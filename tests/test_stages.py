@@ -2,7 +2,6 @@
 defects and their reasons, split stability. Runs the stage functions in a temp dir."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,9 +10,8 @@ from PIL import Image
 
 from colorize.common.params import validate
 from colorize.common.shards import load_images
-from colorize.curation import checks
+from colorize.curation import checks, split
 from colorize.curation import rules as curate
-from colorize.curation import split
 from colorize.sources import ingest
 from colorize.sources.registry import download
 from tests.conftest import ROOT
@@ -60,11 +58,29 @@ def staged(tmp_path_factory, params):
     (folder / ".DS_Store").write_bytes(b"\0")  # hidden: not a user file
     p = {**params, "data": {**params["data"], "sources": ["garden", "folder"], "folder": {"path": str(folder)}}}
     listing = download(p, work / "raw", work / "raw" / "listing.csv")
-    manifest = ingest.ingest(listing, p, work / "ingest")
+    ingest.ingest(listing, p, work / "ingest")
+    manifest = pd.read_parquet(work / "ingest" / "manifest.parquet")
     ok = manifest[manifest["status"] == "ok"]
     images = load_images(ok, work / "ingest" / "shards")
     curated = curate.curate(manifest, images, p)
     return {"listing": listing, "manifest": manifest, "curated": curated, "images": images, "params": p}
+
+
+def test_ingest_written_in_row_groups_from_listing_blocks_gives_the_same_manifest(staged, tmp_path, monkeypatch):
+    """The stage reads the listing a block at a time and writes the manifest a row group
+    at a time (so memory does not grow with the files): the result must not depend on
+    either size."""
+    from colorize.sources.listing import iter_listing
+
+    monkeypatch.setattr(ingest, "ROW_GROUP", 16)
+    csv = tmp_path / "listing.csv"
+    staged["listing"].to_csv(csv, index=False)  # as the download stage writes it
+    report = ingest.ingest(iter_listing(csv, 50), staged["params"], tmp_path / "ingest", total=len(staged["listing"]))
+    blocked = pd.read_parquet(tmp_path / "ingest" / "manifest.parquet")
+    assert report == ingest.summarise(staged["manifest"])
+    pd.testing.assert_frame_equal(blocked, staged["manifest"])
+    ok = blocked[blocked["status"] == "ok"]
+    assert np.array_equal(load_images(ok, tmp_path / "ingest" / "shards"), staged["images"])
 
 
 def test_every_file_found_is_accounted_for(staged):

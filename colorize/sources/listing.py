@@ -39,10 +39,25 @@ class Row:
 COLUMNS = tuple(Row.__dataclass_fields__)
 
 
-def read_listing(path: Path) -> pd.DataFrame:
-    """The listing with its column types restored (CSV keeps only text)."""
-    listing = pd.read_csv(path, dtype=str, keep_default_na=False)
-    listing["class_id"] = listing["class_id"].replace("", "0").astype("int64")
-    listing["bytes"] = listing["bytes"].replace("", "0").astype("int64")
-    listing["negative"] = listing["negative"] == "True"
+def read_listing(path: Path, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """The listing (or those of its columns asked for) with the column types restored."""
+    return _typed(pd.read_csv(path, dtype=str, keep_default_na=False, usecols=list(columns) if columns else None))
+
+
+def iter_listing(path: Path, rows: int):
+    """The listing `rows` at a time, typed as read_listing: at 100k files ingest holds a
+    block, not the whole table as Python strings."""
+    with pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=rows) as blocks:
+        for block in blocks:
+            yield _typed(block)
+
+
+def _typed(listing: pd.DataFrame) -> pd.DataFrame:
+    """Restore the column types (CSV keeps only text)."""
+    if "class_id" in listing:
+        listing["class_id"] = listing["class_id"].replace("", "0").astype("int64")
+    if "bytes" in listing:
+        listing["bytes"] = listing["bytes"].replace("", "0").astype("int64")
+    if "negative" in listing:
+        listing["negative"] = listing["negative"] == "True"
     return listing

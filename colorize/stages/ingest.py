@@ -16,8 +16,8 @@ from colorize.common import paths
 from colorize.common.errors import UserError, run_main
 from colorize.common.files import write_json
 from colorize.common.params import load_params
-from colorize.sources.ingest import ingest, summarise
-from colorize.sources.listing import read_listing
+from colorize.sources.ingest import ROW_GROUP, ingest
+from colorize.sources.listing import iter_listing, read_listing
 from colorize.sources.registry import restore_missing
 
 
@@ -25,10 +25,9 @@ def main() -> None:
     params = load_params()
     if not paths.LISTING.exists():
         raise UserError(f"{paths.LISTING} not found: run the download stage first (dvc repro download)")
-    listing = read_listing(paths.LISTING)
-    restore_missing(listing, params, paths.RAW)  # data/raw is a working copy outside DVC
-    manifest = ingest(listing, params, paths.INGEST)
-    report = summarise(manifest)
+    where = read_listing(paths.LISTING, ("path", "sha256"))
+    restore_missing(where, params, paths.RAW)  # data/raw is a working copy outside DVC
+    report = ingest(iter_listing(paths.LISTING, ROW_GROUP), params, paths.INGEST, total=len(where))
     write_json(paths.INGEST_REPORT, report)
     print(f"ingest: found {report['found']} = usable {report['usable']} + rejected {report['rejected']} {report['by_status']}")
 
