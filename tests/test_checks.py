@@ -317,6 +317,18 @@ def test_near_dup_ann_search_is_the_same_every_run(planted):
     assert len(first[0]) > 0
 
 
+
+def test_near_dup_data_spilled_to_memory_mapped_files_gives_the_same_pairs(planted, monkeypatch):
+    """From checks.SPILL_FROM images on the per-image near-duplicate data lives in
+    memory-mapped files (curate's memory stays flat): the same pairs and scores."""
+    images = _stack(planted)
+    monkeypatch.setattr(checks, "SPILL_FROM", 10 ** 9)
+    in_memory = checks.near_duplicate_pairs(images, search="exact")
+    monkeypatch.setattr(checks, "SPILL_FROM", 0)
+    spilled = checks.near_duplicate_pairs(images, search="exact")
+    assert len(in_memory) >= 20
+    pd.testing.assert_frame_equal(spilled, in_memory)
+
 # ---------------------------------------------------------------- real photographs
 
 @pytest.mark.realdata

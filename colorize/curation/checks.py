@@ -99,7 +99,9 @@ before). Images that are not 64x64 are resized to 64x64 for this check.
 from __future__ import annotations
 
 import math
+import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -407,13 +409,18 @@ def _window_embeddings(lab: torch.Tensor) -> torch.Tensor:
 
 class _NearDupData:
     """What the near-duplicate check keeps per image: L at 64 (uint8, L*2.55), ab at 32
-    (int8) and the window embeddings; ~7 kB per image."""
+    (int8) and the window embeddings; ~9 kB per image. From SPILL_FROM images on they are
+    kept in memory-mapped files under `spill_dir` (deleted with it): file pages, which the
+    OS writes back and drops under pressure, not the process's own memory (0.9 GB at 100k)."""
 
-    def __init__(self, images: np.ndarray, batch: int):
+    def __init__(self, images: np.ndarray, batch: int, spill_dir: Path | None = None):
         n = len(images)
-        self.L = torch.empty((n, CANONICAL, CANONICAL), dtype=torch.uint8)
-        self.ab = torch.empty((n, 2, CANONICAL // 2, CANONICAL // 2), dtype=torch.int8)
-        self.emb = torch.empty((n, len(WINDOWS), _EMB_GRID ** 2 + 2 * _EMB_COLOUR_GRID ** 2))
+        shapes = {"L": ((n, CANONICAL, CANONICAL), np.uint8), "ab": ((n, 2, CANONICAL // 2, CANONICAL // 2), np.int8),
+                  "emb": ((n, len(WINDOWS), _EMB_GRID ** 2 + 2 * _EMB_COLOUR_GRID ** 2), np.float32)}
+        for name, (shape, dtype) in shapes.items():
+            array = np.memmap(spill_dir / f"{name}.bin", dtype=dtype, mode="w+", shape=shape) if spill_dir \
+                else np.empty(shape, dtype=dtype)
+            setattr(self, name, torch.from_numpy(array))
         for start in range(0, n, batch):
             lab = _luminance64(images[start:start + batch])
             stop = start + len(lab)
@@ -457,6 +464,7 @@ def _candidates(emb: torch.Tensor, min_sim: float, top_k: int, block: int) -> tu
 # of all pairs: the exact search is O(n^2) (n queries x n*W windows; ~4 min at 100k),
 # the index ~O(n^1.5). Below, the exact search is cheap and stays the reference.
 ANN_FROM = 4096
+SPILL_FROM = 4096  # from this many images on, _NearDupData lives in memory-mapped files
 ANN_LISTS = 2.0  # IVF lists = ANN_LISTS * sqrt(windows) (faiss's guideline: 1-16 sqrt(N))
 ANN_PROBE = 16  # lists searched per query: recall of the exact search's pairs, docs/scale.md
 ANN_TRAIN_PER_LIST = 64  # k-means sample per list (faiss's default 256 costs 4x for nothing here)
@@ -712,16 +720,17 @@ def near_duplicate_pairs(images: np.ndarray, candidate_sim: float = 0.94, top_k:
     Candidates: all pairs (O(n^2)) below ANN_FROM images, else the faiss index
     (`_candidates_ann`); `search` = "exact" or "ann" forces one. Recall of the index
     against all pairs: docs/scale.md (bench/near_dup.py).
-    Memory: ~7 kB per image, plus one block x block*30 similarity matrix (exact) or the
-    index, ~3 kB per image (ann).
+    Memory: ~9 kB per image, memory-mapped from SPILL_FROM images on (in the system's
+    temporary folder: TMPDIR), plus one block x block*30 similarity matrix (exact) or
+    the index, ~3 kB per image (ann).
     """
     images = _as_batch(images)
     cols = ["i", "j", "query", "window_sim", "ncc", "detail_ncc", "local_ncc", "local_detail", "colour_diff", "scale",
             "score"]
     if len(images) < 2:
         return pd.DataFrame({c: np.zeros(0, dtype=np.int64 if c in ("i", "j", "query") else np.float64) for c in cols})
-    with torch.no_grad():
-        data = _NearDupData(images, batch)
+    with torch.no_grad(), tempfile.TemporaryDirectory(prefix="colorize-near-dup-") as spill:
+        data = _NearDupData(images, batch, Path(spill) if len(images) >= SPILL_FROM else None)
         if search not in ("auto", "exact", "ann"):
             raise ValueError(f"near_duplicate_pairs: search is auto, exact or ann, not {search!r}")
         if search == "ann" or (search == "auto" and len(images) >= ANN_FROM):
