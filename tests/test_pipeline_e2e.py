@@ -132,6 +132,13 @@ def test_mlflow_run_logged(built):
     assert "test_psnr" in r.data.metrics and "test_psnr_gray" in r.data.metrics
     assert len(client.get_metric_history(r.info.run_id, "val_loss")) == int(r.data.params["train.epochs"])
     assert r.data.tags["git_commit"]
+    assert r.data.tags["reproduce"] == f"git checkout {r.data.tags['git_commit']} && dvc pull && dvc repro"
+    # lineage: the run names the split it trained on by the hash dvc.lock records for it
+    lock = yaml.safe_load((proj / "dvc.lock").read_text())
+    split_hash = next(o["md5"] for o in lock["stages"]["split"]["outs"] if o["path"] == "data/split")
+    (logged,) = r.inputs.dataset_inputs
+    assert (logged.dataset.name, logged.dataset.digest, logged.dataset.source_type) == ("data/split", split_hash, "dvc")
+    assert json.loads(logged.dataset.source) == {"path": "data/split", "rev": r.data.tags["git_commit"]}
     artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
     assert {"train_grid.png", "metrics.json", "eval_grid.png"} <= artifacts
     # MLflow 3 keeps logged models beside the run; the model must load and predict ab.

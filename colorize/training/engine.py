@@ -288,6 +288,7 @@ def train(params: dict) -> dict:
     with run_ctx as run:
         if new_run:
             log_params(mlflow, params, model, n, len(val_data), d, device)
+            tracking.log_data(mlflow, paths.SPLIT, "training")  # lineage: DVC's hash of the split
         if d.main:
             log_missing_epochs(mlflow, run.info.run_id, progress.history)
         for epoch in range(progress.start_epoch, cfg["epochs"] + 1):
