@@ -139,6 +139,13 @@ def test_mlflow_run_logged(built):
     (logged,) = r.inputs.dataset_inputs
     assert (logged.dataset.name, logged.dataset.digest, logged.dataset.source_type) == ("data/split", split_hash, "dvc")
     assert json.loads(logged.dataset.source) == {"path": "data/split", "rev": r.data.tags["git_commit"]}
+    # evaluate registered the model (a pyfunc colorizer: tests/test_serving.py serves one),
+    # the version tagged with DVC's hashes of the data it came from, as dvc.lock has them
+    (version,) = client.search_model_versions(f"run_id = '{r.info.run_id}'")
+    assert version.name == "colorizer-unet"
+    ingest_hash = next(o["md5"] for o in lock["stages"]["ingest"]["outs"] if o["path"] == "data/ingest")
+    assert (version.tags["data_split_hash"], version.tags["data_ingest_hash"]) == (split_hash, ingest_hash)
+    assert version.tags["git_commit"] == r.data.tags["git_commit"]
     artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
     assert {"train_grid.png", "metrics.json", "eval_grid.png"} <= artifacts
     # MLflow 3 keeps logged models beside the run; the model must load and predict ab.

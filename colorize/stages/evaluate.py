@@ -15,7 +15,9 @@ Outputs:
 - `reports/eval_grid.png` (DVC plot): gray | prediction | truth.
 - `reports/temperature_sweep.csv` (DVC plot): PSNR and colourfulness against the
   annealed-mean temperature T (zhang), with the gray PSNR and the truth's colourfulness.
-The same metrics go to the training's MLflow run.
+The same metrics go to the training's MLflow run, and the model is registered there as
+`colorizer-<train.model>`: a pyfunc colorizer (colorize/serving.py) that
+`mlflow models serve` can serve.
 """
 # ruff: noqa: E402 (portable.pin() must run before numpy and torch are imported)
 from __future__ import annotations
@@ -27,8 +29,10 @@ if __name__ == "__main__":
 
 import json
 
+import numpy as np
 import torch
 
+from colorize import serving
 from colorize.common import paths, tracking
 from colorize.common.errors import run_main
 from colorize.common.files import atomic_write, write_json
@@ -51,23 +55,43 @@ ARTIFACTS = (paths.METRICS, paths.EVAL_GRID, paths.SWEEP, paths.PER_IMAGE, paths
              paths.EXTREMES)
 
 
-def log_to_mlflow(run_id: str | None, metrics: dict) -> None:
-    """The test metrics and the evaluation's files on the training's MLflow run."""
+def log_to_mlflow(run_id: str | None, metrics: dict, model_name: str) -> None:
+    """The test metrics and the evaluation's files on the training's MLflow run, and the
+    model registered as a servable pyfunc colorizer (`register`)."""
     mlflow = tracking.setup()
     numbers = {f"test_{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     try:
-        with mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(tags=tracking.run_tags()):
-            mlflow.log_metrics(numbers)
-            mlflow.set_tag("best_baseline", metrics["best_baseline"])
-            for path in ARTIFACTS:
-                mlflow.log_artifact(str(path))
+        run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(tags=tracking.run_tags())
     except mlflow.exceptions.MlflowException as e:
         # The training run is gone (store deleted, or a different MLFLOW_TRACKING_URI):
         # log to a fresh run rather than losing the numbers.
         print(f"evaluate: training run {run_id} not found ({str(e).splitlines()[0]}); logging to a new run")
-        with mlflow.start_run(tags=tracking.run_tags({"orphan_eval": "true"})):
-            mlflow.log_metrics(numbers)
-            mlflow.log_artifact(str(paths.METRICS))
+        run = mlflow.start_run(tags=tracking.run_tags({"orphan_eval": "true"}))
+    with run:
+        mlflow.log_metrics(numbers)
+        mlflow.set_tag("best_baseline", metrics["best_baseline"])
+        for path in ARTIFACTS:
+            mlflow.log_artifact(str(path))
+        register(mlflow, numbers, model_name)
+
+
+def register(mlflow, numbers: dict, model_name: str) -> tuple[str, str]:
+    """models/model.pt as a pyfunc colorizer in the active run, registered as
+    `colorizer-<model>` with the test metrics; the version is tagged with what made it:
+    the git commit, the DVC experiment, and DVC's hashes of the split and ingest data.
+    Returns (registered name, version)."""
+    gray = np.full((1, 32, 32, 3), 128, dtype=np.uint8)  # the input example: a gray photo
+    info = serving.log_colorizer(mlflow, paths.MODEL, gray, serving.registered_name(model_name))
+    mlflow.log_metrics(numbers, model_id=info.model_id)
+    name, version = serving.registered_name(model_name), str(info.registered_model_version)
+    tags = {k: v for k, v in tracking.run_tags().items() if k in ("git_commit", "dvc_exp_name", "reproduce")}
+    tags |= {"data_split_hash": tracking.dvc_hash(paths.SPLIT), "data_ingest_hash": tracking.dvc_hash(paths.INGEST),
+             "test_psnr": f"{numbers['test_psnr']:.4f}"}
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    print(f"evaluate: registered {name} version {version} (mlflow models serve -m models:/{name}/{version})")
+    return name, version
 
 
 def main() -> None:
@@ -80,7 +104,8 @@ def main() -> None:
     torch.use_deterministic_algorithms(True)
     cfg = load_params()["evaluate"]
     tracking.check_store()  # before any work: an unusable MLflow store fails now, in one line
-    model, _ = checkpoint.load_model(paths.MODEL)
+    model, ckpt = checkpoint.load_model(paths.MODEL)
+    train_params = ckpt["args"]["train"]
     test = open_split("test")  # streamed from the shards, as is the training split for the baselines
     result = evaluate(model, test, open_split("train"), cfg)
     m, per_image = result.metrics, result.per_image
@@ -97,7 +122,7 @@ def main() -> None:
     L = lab[..., 0]
     save_grid(comparison_rows(L[:n], predict_ab(model, L)[:n], truth[:n]), paths.EVAL_GRID)
     run_id = json.loads(paths.TRAIN_REPORT.read_text()).get("mlflow_run_id") if paths.TRAIN_REPORT.exists() else None
-    log_to_mlflow(run_id, m)
+    log_to_mlflow(run_id, m, train_params["model"])
     print(f"evaluate: psnr {m['psnr']:.2f} dB | gray {m['psnr_gray']:.2f} | const {m['psnr_const']:.2f} | "
           f"lookup {m['psnr_lookup']:.2f} | gain over {best} {m['gain_over_best_baseline']:+.2f} dB")
 
