@@ -43,6 +43,7 @@ from colorize.curation.decisions import (
 
 DATASET = "colorize"  # on the project's own mongod (one per clone); see dataset_name()
 FLAG_PREFIX = "flag:"
+MIRROR_BLOCK = 2048  # samples built and added at a time (bounded memory at 100k files)
 # Fields mirrored from the curated manifest into each sample (when present), besides every
 # check's score (checks.SCORE_COLUMNS): what a reviewer filters and sorts by in the App.
 MANIFEST_FIELDS = (
@@ -136,15 +137,17 @@ def sync_dataset(curated: pd.DataFrame, decisions: pd.DataFrame, name: str | Non
 
     human = {r.id: decision_to_tags(r.decision, r.reason) for r in decisions.itertuples(index=False)}
     new_rows = df[~df["cid"].isin(existing)]
-    samples = []
-    for row in new_rows.to_dict("records"):
-        flags = [FLAG_PREFIX + c.removeprefix("flag_") for c in flag_columns if row.get(c)]
-        s = fo.Sample(filepath=_absolute(row["path"]), tags=flags + human.get(row["cid"], []))
-        for f in fields:
-            s[f] = _clean(row[f])
-        samples.append(s)
-    if samples:
-        ds.add_samples(samples, progress=True)
+    # A block of samples at a time: Sample objects of every row at once held ~16 kB an
+    # image until the end (190 MB at 12,000 images), the peak of the whole curate stage.
+    for start in range(0, len(new_rows), MIRROR_BLOCK):
+        samples = []
+        for row in new_rows.iloc[start:start + MIRROR_BLOCK].to_dict("records"):
+            flags = [FLAG_PREFIX + c.removeprefix("flag_") for c in flag_columns if row.get(c)]
+            s = fo.Sample(filepath=_absolute(row["path"]), tags=flags + human.get(row["cid"], []))
+            for f in fields:
+                s[f] = _clean(row[f])
+            samples.append(s)
+        ds.add_samples(samples, progress=False)
 
     # Changed fields and flag tags of samples that were already there, in bulk.
     old = df[df["cid"].isin(existing)]
