@@ -36,6 +36,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], durab
             _fsync(path.parent)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, UserError):  # a nested write's own line (ingest's shards inside its manifest's write)
+            raise
         if isinstance(e, OSError) or disk_full(e):  # torch wraps a full disk in a RuntimeError
             raise UserError(write_failure(path, e)) from None
         raise

@@ -118,8 +118,8 @@ def ingest(listing: pd.DataFrame | Iterable[pd.DataFrame], params: dict, out_dir
     def write(tmp: Path) -> None:
         writer = ShardWriter(out_dir / "shards", cfg["shard_size"], size)
         parquet, rows = None, []
-        progress = tqdm(total=total, desc="ingest", unit="img")
-        with Pool(workers or min(4, os.cpu_count() or 1)) as pool:
+        # `with`: the bar ends its line also when a write fails, so the error is a line of its own
+        with tqdm(total=total, desc="ingest", unit="img") as progress, Pool(workers or min(4, os.cpu_count() or 1)) as pool:
             for block in blocks:
                 for start in range(0, len(block), ROW_GROUP):
                     tasks, sources = rows_of(block.iloc[start:start + ROW_GROUP])
@@ -137,7 +137,6 @@ def ingest(listing: pd.DataFrame | Iterable[pd.DataFrame], params: dict, out_dir
                     parquet.write_table(pa.Table.from_pylist(rows, schema=schema))
                     progress.update(len(rows))
                     rows = []
-        progress.close()
         writer.close()
         if parquet is None:  # an empty listing still gives a manifest, with no rows
             parquet = pq.ParquetWriter(tmp, manifest_schema(COLUMNS))
