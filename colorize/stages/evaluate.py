@@ -81,9 +81,10 @@ def register(mlflow, numbers: dict, model_name: str) -> tuple[str, str]:
     the git commit, the DVC experiment, and DVC's hashes of the split and ingest data.
     Returns (registered name, version)."""
     gray = np.full((1, 32, 32, 3), 128, dtype=np.uint8)  # the input example: a gray photo
-    info = serving.log_colorizer(mlflow, paths.MODEL, gray, serving.registered_name(model_name))
+    name = serving.registered_name(model_name)
+    info = serving.log_colorizer(mlflow, paths.MODEL, gray, name)
     mlflow.log_metrics(numbers, model_id=info.model_id)
-    name, version = serving.registered_name(model_name), str(info.registered_model_version)
+    version = str(info.registered_model_version)
     tags = {k: v for k, v in tracking.run_tags().items() if k in ("git_commit", "dvc_exp_name", "reproduce")}
     tags |= {"data_split_hash": tracking.dvc_hash(paths.SPLIT), "data_ingest_hash": tracking.dvc_hash(paths.INGEST),
              "test_psnr": f"{numbers['test_psnr']:.4f}"}
