@@ -246,6 +246,7 @@ SCHEMA: dict[str, Any] = {
         "grad_clip": Float(0.0, 1e6),
         "crop": Int(0, 1024),
         "hard_examples": Float(0.0, 10.0),
+        "hard_tag_weight": Float(1.0, 100.0),
         "zhang": {
             "temperature": Float(1e-3, 10.0),
             "rebalance": Bool(),
@@ -267,6 +268,7 @@ SCHEMA: dict[str, Any] = {
         "temperatures": ListOf(Float(1e-3, 10.0)),
         "bootstrap_resamples": Int(10, 1_000_000),
         "bootstrap_seed": Int(0),
+        "to_fiftyone": Bool(),
     },
 }
 

@@ -21,6 +21,7 @@ INGEST_REPORT = REPORTS / "ingest.json"
 
 # relevance: the flower-vs-not classifier and its score for every usable image
 RELEVANCE_SCORES = Path("data/relevance/scores.parquet")
+RELEVANCE_FEATURES = Path("data/relevance/features.npy")  # float16 (n, 128), rows as in RELEVANCE_SCORES
 RELEVANCE_MODEL = Path("models/relevance.pt")
 RELEVANCE_REPORT = REPORTS / "relevance.json"
 

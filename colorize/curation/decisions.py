@@ -1,8 +1,11 @@
 """People's decisions: `data/curation/decisions.csv` (id, decision, reason, time), in git.
 
-A decision is `reject` with a reason, or `keep` (which overrules an automatic drop). In
-the FiftyOne App a person tags a sample `reject` plus `reason:<why>` (or the shorthand
-`reject:<why>`), or `keep`; `tags_to_decision` and `decision_to_tags` translate. The
+A decision is `reject` with a reason, `keep` (which overrules an automatic drop), or
+`hard`: a hard example, kept as `keep` is, that training draws more often
+(`train.hard_tag_weight`). In the FiftyOne App a person tags a sample `reject` plus
+`reason:<why>` (or the shorthand `reject:<why>`), `keep` or `hard`; `tags_to_decision`
+and `decision_to_tags` translate. One decision per image: `reject` wins over `hard`,
+and `hard` over `keep` (it keeps the image too). The
 file is a dependency of relevance and curate, so `dvc repro` reapplies every decision,
 even after the database is deleted.
 """
@@ -17,7 +20,7 @@ from colorize.common.errors import UserError
 from colorize.common.files import atomic_write
 
 DECISION_COLUMNS = ["id", "decision", "reason", "time"]
-HUMAN_TAGS = ("reject", "keep")
+HUMAN_TAGS = ("reject", "keep", "hard")
 REASON_PREFIX = "reason:"
 
 
@@ -30,7 +33,7 @@ def read_decisions(path: Path = paths.DECISIONS) -> pd.DataFrame:
         raise UserError(f"{path}: missing columns {sorted(missing)}; expected {', '.join(DECISION_COLUMNS)}")
     bad = df.loc[~df["decision"].isin(HUMAN_TAGS), "decision"]
     if len(bad):
-        raise UserError(f"{path}: decision must be 'reject' or 'keep', got {bad.iloc[0]!r}")
+        raise UserError(f"{path}: decision must be one of {', '.join(HUMAN_TAGS)}, got {bad.iloc[0]!r}")
     return df[DECISION_COLUMNS]
 
 
@@ -40,7 +43,8 @@ def write_decisions(df: pd.DataFrame, path: Path = paths.DECISIONS) -> None:
 
 
 def apply_decisions(curated: pd.DataFrame, decisions: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Human decisions override automatic ones; unknown ids warn, never crash."""
+    """Human decisions override automatic ones (`hard` keeps as `keep` does, and sets the
+    `hard` column); unknown ids warn, never crash."""
     df = curated.copy()
     df["auto_reason"] = df["reason"]
     df["human"] = ""
@@ -59,6 +63,7 @@ def apply_decisions(curated: pd.DataFrame, decisions: pd.DataFrame) -> tuple[pd.
             df.iat[p, df.columns.get_loc("reason")] = ""  # a person kept what a check dropped
         # an unreadable file cannot be kept: there are no pixels to train on
     df["keep"] = df["reason"] == ""
+    df["hard"] = df["human"] == "hard"
     return df, messages
 
 
@@ -71,6 +76,8 @@ def tags_to_decision(tags: list[str]) -> tuple[str, str] | None:
             decision = "reject"
             if t.startswith("reject:"):
                 reason = t.split(":", 1)[1]
+        elif t == "hard" and decision != "reject":
+            decision = "hard"
         elif t == "keep" and decision is None:
             decision = "keep"
         elif t.startswith(REASON_PREFIX):
@@ -83,7 +90,7 @@ def tags_to_decision(tags: list[str]) -> tuple[str, str] | None:
 def decision_to_tags(decision: str, reason: str) -> list[str]:
     if decision == "reject":
         return ["reject"] + ([REASON_PREFIX + reason] if reason and reason != "unspecified" else [])
-    return ["keep"]
+    return [decision]  # keep, hard
 
 
 def is_human_tag(tag: str) -> bool:

@@ -261,6 +261,24 @@ def score(model: RelevanceNet, images: np.ndarray, batch_size: int = 256) -> np.
     return _batched(lambda x: torch.sigmoid(model(x)), model, images, batch_size)
 
 
+@torch.no_grad()
+def score_and_embed(model: RelevanceNet, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """`score` (the same bits: the forward pass is head(features)) and the (n, FEATURE_DIM)
+    float16 features it came from, in one pass: the embeddings map in the App
+    (colorize/curation/review.py) places the images by them."""
+    was_training = model.training
+    model.eval()
+    scores, features = [], []
+    for i in range(0, len(images), batch_size):
+        f = model.features(to_input(images[i : i + batch_size]))
+        scores.append(torch.sigmoid(model.head(f).squeeze(1)))
+        features.append(f.half())
+    model.train(was_training)
+    if not scores:
+        return np.zeros((0,), np.float32), np.zeros((0, FEATURE_DIM), np.float16)
+    return torch.cat(scores).numpy(), torch.cat(features).numpy()
+
+
 def save(model: RelevanceNet, path, meta: dict | None = None) -> None:
     """Checkpoint: weights + params + `meta` (plain values only: numbers, strings, lists, dicts)."""
     state = {"model": model.state_dict(), "params": dict(model.params), "meta": dict(meta or {})}
@@ -299,7 +317,7 @@ def weak_labels(manifest, decisions, negative_labels: list[str]) -> np.ndarray:
     relevant: flower sources and labels (the garden's flowers, Flowers-102, Open Images
     flower classes, folder photos); irrelevant: Open Images negatives, the garden's
     planted non-flower photos, folder labels listed in data.folder.negative_labels,
-    and images people rejected as `irrelevant` (people's `keep` counts as relevant).
+    and images people rejected as `irrelevant` (people's `keep` and `hard` count as relevant).
     """
     y = np.full(len(manifest), -1, dtype=np.int64)
     src, label = manifest["source"].to_numpy(), manifest["label"].fillna("").to_numpy()
@@ -316,7 +334,7 @@ def weak_labels(manifest, decisions, negative_labels: list[str]) -> np.ndarray:
             if r.id in pos:
                 if r.decision == "reject" and r.reason == "irrelevant":
                     y[pos[r.id]] = 0
-                elif r.decision == "keep":
+                elif r.decision in ("keep", "hard"):
                     y[pos[r.id]] = 1
     return y
 

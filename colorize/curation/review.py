@@ -44,6 +44,8 @@ from colorize.curation.decisions import (
 DATASET = "colorize"  # on the project's own mongod (one per clone); see dataset_name()
 FLAG_PREFIX = "flag:"
 MIRROR_BLOCK = 2048  # samples built and added at a time (bounded memory at 100k files)
+MAP_KEY = "relevance_map"  # the brain run of the embeddings map (the App's Embeddings panel)
+MAP_POINTS = 10_000  # t-SNE places at most this many images (a seeded sample above): ~1 min here
 # Fields mirrored from the curated manifest into each sample (when present), besides every
 # check's score (checks.SCORE_COLUMNS): what a reviewer filters and sorts by in the App.
 MANIFEST_FIELDS = (
@@ -209,11 +211,46 @@ def save_views(ds, flag_columns) -> None:
 
 
 def mirror_curated(curated: pd.DataFrame, decisions: pd.DataFrame, name: str | None = None):
-    """The review dataset from a curated manifest and the decisions: curate's last step, and
-    review's own when the database lost the dataset."""
+    """The review dataset from a curated manifest and the decisions, with its embeddings
+    map: curate's last step, and review's own when the database lost the dataset."""
     flag_columns = [c for c in curated.columns if c.startswith("flag_")]
     name = name or dataset_name()
-    return sync_dataset(curated, decisions, name, flag_columns=flag_columns)
+    ds = sync_dataset(curated, decisions, name, flag_columns=flag_columns)
+    placed = embeddings_map(ds)
+    if placed:
+        print(f"review: embeddings map {MAP_KEY!r} of {placed} images (the App's Embeddings panel)")
+    return ds
+
+
+def embeddings_map(ds, features: Path = paths.RELEVANCE_FEATURES, scores: Path = paths.RELEVANCE_SCORES,
+                   max_points: int = MAP_POINTS) -> int:
+    """A 2-D map of the images by the relevance CNN's features (t-SNE, seeded), stored as
+    the brain run `relevance_map`: in the App's Embeddings panel, coloured by `relevance`,
+    the non-flowers form their own islands to lasso. Returns how many images it placed
+    (0: no features, the relevance stage skipped). t-SNE rather than UMAP: scikit-learn
+    is already installed (umap-learn brings numba and a JIT compile per process). The
+    map lives only in the database: its bits may differ between CPUs, nothing reads it."""
+    import numpy as np
+
+    if not Path(features).exists() or not Path(scores).exists():
+        return 0
+    ids = pd.read_parquet(scores, columns=["id"])["id"].to_numpy()
+    vectors = np.load(features, mmap_mode="r")
+    sample_of = dict(zip(ds.values("cid"), ds.values("id")))
+    rows = np.array([i for i, cid in enumerate(ids) if cid in sample_of], dtype=np.int64)
+    if len(rows) > max_points:
+        rows = np.sort(np.random.default_rng(0).choice(rows, max_points, replace=False))
+    if len(rows) < 5:  # t-SNE needs a few points more than its perplexity
+        return 0
+    import fiftyone.brain as fob
+
+    if MAP_KEY in ds.list_brain_runs():
+        ds.delete_brain_run(MAP_KEY)
+    embeddings = {sample_of[ids[i]]: v for i, v in zip(rows, np.asarray(vectors[rows], dtype=np.float32))}
+    fob.compute_visualization(
+        ds.select(list(embeddings)), embeddings=embeddings, method="tsne", brain_key=MAP_KEY, seed=0,
+        perplexity=min(30.0, (len(rows) - 1) / 3), pca_dims=min(50, len(rows) - 1), verbose=False, progress=False)
+    return len(rows)
 
 
 def open_dataset(name: str | None = None):

@@ -39,10 +39,12 @@ class Evaluation:
     per_image: pd.DataFrame  # every metric of every predictor, one row per test image
 
 
-def evaluate(model: torch.nn.Module, test: StreamedSplit, train: StreamedSplit, cfg: dict) -> Evaluation:
+def evaluate(model: torch.nn.Module, test: StreamedSplit, train: StreamedSplit, cfg: dict,
+             on_chunk=None) -> Evaluation:
     """The model and the baselines (fitted on the training split) on `test`, both read
     from the shards a chunk at a time (memory flat in the splits' sizes); `cfg` is
-    params.yaml's `evaluate` section."""
+    params.yaml's `evaluate` section. `on_chunk(ids, L, ab, truth)`, if given, sees each
+    chunk's model prediction (fo_results.ComparisonWriter keeps them for the App)."""
     baselines = Baselines.fit_streamed(lambda: (train.lab(idx) for idx in train.chunks(EVAL_CHUNK)),
                                        cfg["lookup_bins"])
     names = ("model", *BASELINES)
@@ -52,6 +54,8 @@ def evaluate(model: torch.nn.Module, test: StreamedSplit, train: StreamedSplit, 
         truth, lab = test.rgb_and_lab(idx)
         L = lab[..., 0]
         predictions = {"model": predict_ab(model, L), **{name: baselines.predict(name, L) for name in BASELINES}}
+        if on_chunk is not None:
+            on_chunk(test.rows["id"].to_numpy()[idx], L, predictions["model"], truth)
         for name, ab in predictions.items():
             rgb = compose(L, ab)
             for metric, values in _scores(rgb, truth).items():

@@ -17,7 +17,10 @@ Outputs:
   annealed-mean temperature T (zhang), with the gray PSNR and the truth's colourfulness.
 The same metrics go to the training's MLflow run, and the model is registered there as
 `colorizer-<train.model>`: a pyfunc colorizer (colorize/serving.py) that
-`mlflow models serve` can serve.
+`mlflow models serve` can serve. With `evaluate.to_fiftyone` (default) every test
+image's numbers and its prediction go onto its sample in the FiftyOne review dataset,
+with saved views (worst test images first, hardest training images, per class:
+colorize/evaluation/fo_results.py); `make review` shows them.
 """
 # ruff: noqa: E402 (portable.pin() must run before numpy and torch are imported)
 from __future__ import annotations
@@ -30,15 +33,18 @@ if __name__ == "__main__":
 import json
 
 import numpy as np
+import pandas as pd
 import torch
 
 from colorize import serving
 from colorize.common import paths, tracking
 from colorize.common.errors import run_main
-from colorize.common.files import atomic_write, write_json
+from colorize.common.files import atomic_write, read_columns, write_json
 from colorize.common.grid import comparison_rows, save_grid
 from colorize.common.malloc import return_freed_memory
 from colorize.common.params import load_params
+from colorize.curation import fodb
+from colorize.evaluation import fo_results
 from colorize.evaluation.evaluate import (
     EVAL_CHUNK,
     best_median_worst,
@@ -95,6 +101,19 @@ def register(mlflow, numbers: dict, model_name: str) -> tuple[str, str]:
     return name, version
 
 
+def to_fiftyone(per_image, comparisons: dict, model_name: str, run_id: str | None, best: str) -> None:
+    """Every test image's numbers and prediction onto its sample in the review dataset."""
+    split = read_columns(paths.SPLIT_MANIFEST, ("id", "split"))
+    losses = pd.read_csv(paths.LOSS_TABLE, usecols=["id", "loss"]) if paths.LOSS_TABLE.exists() else None
+    with fodb.database():
+        out = fo_results.publish(per_image, split, losses, comparisons, model_name, run_id, best)
+    if out["missing"]:
+        print(f"evaluate: warning: {len(out['missing'])} test image(s) are not in the FiftyOne dataset "
+              f"{out['dataset']!r} (e.g. {out['missing'][0]}): run `dvc repro -f curate` to mirror them")
+    print(f"evaluate: {out['test_samples']} test images' results in FiftyOne dataset {out['dataset']!r} "
+          f"(field {out['field']}; views worst-test-first, hardest-training-first, ...: `make review`)")
+
+
 def main() -> None:
     # One thread and deterministic kernels: metrics.json must be bit-identical for the
     # same model and data (a CI run once saw it differ between two forced repros with
@@ -108,7 +127,8 @@ def main() -> None:
     model, ckpt = checkpoint.load_model(paths.MODEL)
     train_params = ckpt["args"]["train"]
     test = open_split("test")  # streamed from the shards, as is the training split for the baselines
-    result = evaluate(model, test, open_split("train"), cfg)
+    comparisons = fo_results.ComparisonWriter() if cfg["to_fiftyone"] else None
+    result = evaluate(model, test, open_split("train"), cfg, on_chunk=comparisons)
     m, per_image = result.metrics, result.per_image
     best = m["best_baseline"]
     atomic_write(paths.PER_CLASS, lambda tmp: per_class(per_image, best).to_csv(tmp, index=False, float_format="%.4f"))
@@ -124,6 +144,8 @@ def main() -> None:
     save_grid(comparison_rows(L[:n], predict_ab(model, L)[:n], truth[:n]), paths.EVAL_GRID)
     run_id = json.loads(paths.TRAIN_REPORT.read_text()).get("mlflow_run_id") if paths.TRAIN_REPORT.exists() else None
     log_to_mlflow(run_id, m, train_params["model"])
+    if comparisons is not None:
+        to_fiftyone(per_image, comparisons.paths, train_params["model"], run_id, best)
     print(f"evaluate: psnr {m['psnr']:.2f} dB | gray {m['psnr_gray']:.2f} | const {m['psnr_const']:.2f} | "
           f"lookup {m['psnr_lookup']:.2f} | gain over {best} {m['gain_over_best_baseline']:+.2f} dB")
 

@@ -2,7 +2,8 @@
 already has (colorize/curation/relevance.py), and scores every usable image.
 
 Outputs: `data/relevance/scores.parquet` (id, weak_label, relevance), which curate
-thresholds; `models/relevance.pt`; `reports/relevance.json` (held-out ROC AUC,
+thresholds; `data/relevance/features.npy` (the CNN's 128 features per scored image,
+float16, rows as in the scores: the embeddings map in the FiftyOne App); `models/relevance.pt`; `reports/relevance.json` (held-out ROC AUC,
 precision and recall at relevance.threshold); an MLflow run. Nothing written holds a
 timing: the same data gives the same bytes (the seconds go to MLflow only).
 """
@@ -25,7 +26,7 @@ from colorize.common.files import atomic_write, read_columns, write_json
 from colorize.common.params import load_params
 from colorize.common.shards import ShardReader
 from colorize.curation.decisions import read_decisions
-from colorize.curation.relevance import fit, save, score, weak_labels
+from colorize.curation.relevance import fit, save, score_and_embed, weak_labels
 
 MANIFEST_COLUMNS = ("id", "status", "source", "label", "negative", "defect_detail", "shard", "shard_index")
 
@@ -51,8 +52,10 @@ def main() -> None:
         out["relevance"] = np.nan
         report = {"skipped": str(e), "n_relevant": int((y == 1).sum()), "n_irrelevant": int((y == 0).sum())}
         atomic_write(paths.RELEVANCE_MODEL, lambda tmp: tmp.write_bytes(b""))
+        paths.RELEVANCE_FEATURES.unlink(missing_ok=True)
     else:
-        out["relevance"] = score(model, images)
+        out["relevance"], features = score_and_embed(model, images)
+        atomic_write(paths.RELEVANCE_FEATURES, lambda tmp: np.save(tmp, features))
         seconds = report.pop("train_seconds")
         save(model, paths.RELEVANCE_MODEL, meta=report)
         print(f"relevance: held-out AUC {report.get('auc', float('nan')):.3f}, precision "

@@ -3,8 +3,9 @@
 Each batch is read from the memory-mapped shards and converted to Lab on its own
 (colorize/training/loader.py: memory stays flat whatever the split's size); on CUDA a
 background thread makes it ahead of the model (`batch_stream`). Each sample gets a random crop (`train.crop`) and a horizontal flip. Order: a DistributedSampler over the
-training set (one process or many), or, with `train.hard_examples` > 0, a weighted
-sample that draws the images with the highest recent loss more often (`LossTable`).
+training set (one process or many), or a weighted sample: with `train.hard_examples` > 0
+the images with the highest recent loss are drawn more often (`LossTable`), and with
+`train.hard_tag_weight` > 1 those people tagged `hard` in the App (`hard_tag_weights`).
 """
 from __future__ import annotations
 
@@ -86,20 +87,37 @@ class LossTable:
         return rel**strength
 
 
-def epoch_indices(n: int, epoch: int, seed: int, d: Dist, table: LossTable, strength: float) -> torch.Tensor:
+def epoch_indices(n: int, epoch: int, seed: int, d: Dist, table: LossTable, strength: float,
+                  boost: torch.Tensor | None = None) -> torch.Tensor:
     """This rank's training indices for one epoch. Uniform: a DistributedSampler (every
-    image once, shuffled by seed + epoch). Hard examples: n draws with replacement,
-    weighted by the loss table, split across ranks the same way."""
-    if strength <= 0:
+    image once, shuffled by seed + epoch). Hard examples (loss-weighted, `strength` > 0,
+    and/or `boost`, a per-image weight such as `hard_tag_weights`): n draws with
+    replacement, weighted by the loss table times `boost`, split across ranks the same way."""
+    if strength <= 0 and boost is None:
         sampler = torch.utils.data.DistributedSampler(range(n), num_replicas=d.world, rank=d.rank,
                                                       shuffle=True, seed=seed, drop_last=False)
         sampler.set_epoch(epoch)
         return torch.tensor(list(sampler), dtype=torch.long)
+    weights = table.weights(strength) if strength > 0 else torch.ones(n)
+    if boost is not None:
+        weights = weights * boost
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    drawn = torch.multinomial(table.weights(strength), n, replacement=True, generator=gen)
+    drawn = torch.multinomial(weights, n, replacement=True, generator=gen)
     per_rank = math.ceil(n / d.world)
     drawn = torch.cat([drawn, drawn[: per_rank * d.world - n]])  # pad like DistributedSampler
     return drawn[d.rank :: d.world]
+
+
+def hard_tag_weights(rows, weight: float) -> torch.Tensor | None:
+    """Per-image sampling weight of a split's `rows`: `weight` for the images people
+    tagged `hard` in the App (decisions.csv, the split manifest's `hard` column), 1 for
+    the rest; None when that changes nothing (none tagged, or weight 1), so the epoch
+    stays the uniform shuffle, the same bits as before the column existed."""
+    column = rows.get("hard")
+    hard = np.zeros(len(rows), dtype=bool) if column is None else column.fillna(False).to_numpy(dtype=bool)
+    if weight == 1.0 or not hard.any():
+        return None
+    return torch.from_numpy(np.where(hard, weight, 1.0))
 
 
 def next_batch(data: StreamedSplit, idx: torch.Tensor, crop: int, gen: torch.Generator,

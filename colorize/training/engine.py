@@ -42,7 +42,7 @@ from colorize.common.grid import comparison_rows, save_grid
 from colorize.common.params import model_args
 from colorize.evaluation.metrics import psnr_uint8
 from colorize.training import checkpoint
-from colorize.training.batches import LossTable, batch_stream, epoch_indices
+from colorize.training.batches import LossTable, batch_stream, epoch_indices, hard_tag_weights
 from colorize.training.distributed import Dist, init_distributed
 from colorize.training.loader import StreamedSplit, open_split
 from colorize.training.models import build_model, count_parameters, predict_ab
@@ -308,7 +308,8 @@ def run_epoch(model: ColorizationModel, optimizers: dict, sched, data: StreamedS
     (training loss and the model's own epoch metrics; validation comes after)."""
     cfg = ctx.cfg
     t0 = time.perf_counter()
-    idx_all = epoch_indices(len(data), ctx.epoch, cfg["seed"], d, table, cfg["hard_examples"])
+    idx_all = epoch_indices(len(data), ctx.epoch, cfg["seed"], d, table, cfg["hard_examples"],
+                            hard_tag_weights(data.rows, cfg["hard_tag_weight"]))
     gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + ctx.epoch * 101 + d.rank)
     sums = dict.fromkeys(("train_loss",) + model.epoch_metrics, 0.0)
     reported: set[str] = set()

@@ -70,7 +70,7 @@ class StreamedSplit:
 
 
 # What training and evaluation use of a split's rows (the manifest has 64 columns).
-SPLIT_COLUMNS = ("id", "source", "relpath", "label", "split", "shard", "shard_index")
+SPLIT_COLUMNS = ("id", "source", "relpath", "label", "split", "shard", "shard_index", "hard")
 
 
 def model_inputs(rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

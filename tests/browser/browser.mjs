@@ -2,7 +2,7 @@
 // one) through playwright-core, headless, in a fresh profile that is removed afterwards.
 //
 //   const args = parseArgs();                      // --key value pairs
-//   const browser = await openBrowser("report", { width: 1280, height: 1000 });
+//   const browser = await openBrowser("report", { width: 1280, height: 1000 });  // [, extra flags]
 //   ... browser.context ...
 //   await browser.close();                         // in a finally: profile removed too
 import { chromium } from "playwright-core";
@@ -37,7 +37,7 @@ const FLAGS = [
   "--disable-dev-shm-usage",
 ];
 
-export async function openBrowser(name, viewport) {
+export async function openBrowser(name, viewport, extraArgs = []) {
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), `${name}-chromium-`));
   let context;
   const close = async () => {
@@ -50,7 +50,7 @@ export async function openBrowser(name, viewport) {
       executablePath: chromiumPath(),
       headless: true,
       viewport,
-      args: FLAGS,
+      args: [...FLAGS, ...extraArgs],
       // A server behind basic auth (the team's MLflow server): credentials from the
       // environment, never on the command line.
       ...(process.env.BROWSER_HTTP_USERNAME
