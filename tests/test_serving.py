@@ -135,6 +135,10 @@ def test_served_model_colorizes_a_photo_as_the_cli_does(registered, server, tmp_
     lab_out = rgb_to_lab(torch.from_numpy(answer[0]).float() / 255)
     assert float((lab_out[..., 0] - lab_in[..., 0]).abs().max()) < 0.6  # L kept, up to 8-bit rounding
     assert float(lab_out[..., 1:].norm(dim=-1).mean()) > 2.0  # and colour added (the model's cast)
+    if os.environ.get("COLORIZE_DOC_SHOTS"):  # docs/serving.md's picture: what was sent | what came back
+        side = np.full((gray.shape[0], 4, 3), 255, np.uint8)
+        Image.fromarray(np.concatenate([gray, side, answer[0]], axis=1)).save(
+            Path(os.environ["COLORIZE_DOC_SHOTS"]) / "served.png")
 
 
 def test_served_model_refuses_what_is_not_an_image_batch(server):
