@@ -65,6 +65,7 @@ def test_repro_produces_metrics_against_baselines(built):
     for key in ("psnr", "ssim", "delta_e", "colourfulness", "psnr_gray", "ssim_lookup", "delta_e_const"):
         assert metrics[f"{key}_ci95_lo"] <= metrics[key] <= metrics[f"{key}_ci95_hi"], key
     assert -1 <= metrics["ssim"] <= 1 and metrics["delta_e"] >= 0
+    assert metrics["colourfulness_ratio"] == metrics["colourfulness"] / metrics["colourfulness_truth"]
     html = (proj / "reports" / "report.html").read_text()
     assert "http://" not in html and "https://" not in html and html.count("data:image/png;base64,") >= 5
     assert metrics["n_test"] > 0

@@ -55,7 +55,8 @@ def make_reports(root: Path, full: bool = True) -> Path:
     metrics = {"psnr": 23.64478, "psnr_median": 23.66, "psnr_gray": 16.15141, "psnr_gray_median": 15.98,
                "psnr_const": 16.44158, "psnr_const_median": 15.86, "psnr_lookup": 16.39071,
                "colourfulness": 72.2, "colourfulness_gray": 0.07, "colourfulness_const": 12.1,
-               "colourfulness_lookup": 41.7, "colourfulness_truth": 81.6, "best_baseline": "const",
+               "colourfulness_lookup": 41.7, "colourfulness_truth": 81.6, "colourfulness_ratio": 72.2 / 81.6,
+               "best_baseline": "const",
                "psnr_best_baseline": 16.44158, "gain_over_best_baseline": 7.2032, "n_test": N_TEST}
     if full:
         for m, (ssim, de) in {"model": (0.91, 4.1), "gray": (0.85, 12.5), "const": (0.83, 11.9),
@@ -157,6 +158,7 @@ def test_full_report_content(tmp_path):
     best_rows = re.findall(r'<tr class="best">(.*?)</tr>', table)
     assert len(best_rows) == 1 and best_rows[0].startswith("<td>const") and "strongest baseline" in best_rows[0]
     assert "beats the strongest baseline, <b>const</b>" in text
+    assert "<b>0.88×</b> as colourful as the truth's (72.2 against 81.6)" in text  # beside the gain: sepia shows
     # ΔE: lower is better, so the model's lower ΔE is shown as a gain (green).
     assert '<span class="pos">−7.80</span>' in table
     assert 'id="per-class-table"' in text and "tulip" in text

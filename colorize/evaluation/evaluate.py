@@ -78,6 +78,9 @@ def evaluate(model: torch.nn.Module, test: StreamedSplit, train: StreamedSplit, 
     per_image["colourfulness_truth"] = truth_colour
     metrics["colourfulness_truth"] = float(truth_colour.mean())
     metrics["colourfulness_gap"] = metrics["colourfulness"] - metrics["colourfulness_truth"]
+    # Read next to the PSNR gain: PSNR alone rewards sepia, colourfulness alone noise.
+    metrics["colourfulness_ratio"] = (metrics["colourfulness"] / metrics["colourfulness_truth"]
+                                      if metrics["colourfulness_truth"] > 0 else None)
     best = max(BASELINES, key=lambda b: metrics[f"psnr_{b}"])
     metrics["best_baseline"] = best
     metrics["psnr_best_baseline"] = metrics[f"psnr_{best}"]

@@ -523,8 +523,13 @@ def _headline(metrics: dict, best: str | None) -> str:
     ci = _ci(metrics.get("gain_over_best_baseline_ci95", [metrics.get("gain_ci95_lo"), metrics.get("gain_ci95_hi")]))
     ci_text = f" (95% CI [{_fmt(ci[0], 2, sign=True)}, {_fmt(ci[1], 2, sign=True)}] dB)" if ci else ""
     verdict = "beats" if gain > 0 else "does not beat"
+    ratio = _num(metrics.get("colourfulness_ratio"))
+    colour = (f" Its colours are <b>{_fmt(ratio, 2)}×</b> as colourful as the truth's "
+              f"({_fmt(metrics.get('colourfulness'), 1)} against {_fmt(metrics.get('colourfulness_truth'), 1)})."
+              if ratio is not None else "")
     return (f'<p class="headline">The model ({_fmt(model, 2)} dB) {verdict} the strongest baseline, '
-            f"<b>{_e(best)}</b> ({_fmt(base, 2)} dB), by <b>{_fmt(gain, 2, sign=True)} dB</b> PSNR{ci_text}.</p>")
+            f"<b>{_e(best)}</b> ({_fmt(base, 2)} dB), by <b>{_fmt(gain, 2, sign=True)} dB</b> PSNR{ci_text}."
+            f"{colour}</p>")
 
 
 def section_per_class(reports_dir: Path) -> str:

@@ -6,7 +6,8 @@ Outputs:
   `psnr_const`, `psnr_lookup` (baseline means) at the top level; the same for ssim,
   delta_e, colourfulness; for each, `_median` and a seeded bootstrap 95% CI of the mean
   (`_ci95_lo`, `_ci95_hi`); the strongest baseline, the model's gain over it and the
-  paired CI of that gain (`gain_ci95_lo/hi`); the truth's colourfulness and the gap.
+  paired CI of that gain (`gain_ci95_lo/hi`); the truth's colourfulness, the gap and
+  `colourfulness_ratio` (the model's over the truth's: read it beside the PSNR gain).
 - `reports/eval_per_image.csv`: one row per test image, every metric of every predictor.
 - `reports/eval_per_class.csv`: means per label (class, folder label, garden species).
 - `reports/psnr_hist.png` (DVC plot): per-image PSNR, model against strongest baseline.
