@@ -52,6 +52,8 @@ def _comparisons(ids: list[str], folder: Path) -> dict[str, str]:
     L = torch.linspace(0, 100, 16 * 16).reshape(1, 16, 16).repeat(n, 1, 1)
     ab = torch.full((n, 16, 16, 2), 20.0)
     writer(np.array(ids), L, ab, np.zeros((n, 16, 16, 3), np.uint8))
+    assert not any(Path(p).exists() for p in writer.paths.values())  # in place only once committed
+    writer.commit()
     return writer.paths
 
 

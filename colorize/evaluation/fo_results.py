@@ -27,6 +27,7 @@ worst first in each), `hardest-training-first`, `tagged-hard`.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import shutil
 from pathlib import Path
@@ -40,7 +41,6 @@ from colorize.common.tracking import project_root
 EVALUATION = "evaluation"  # the latest evaluation's per-sample document
 COMPARISON = "comparison"  # the media field the sample modal shows
 MEDIA = Path(".fiftyone/media/evaluation")  # the comparison PNGs (git-ignored, like the database)
-VIEWS = ("worst-test-first", "best-test-first", "test-per-class", "hardest-training-first", "tagged-hard")
 
 
 def run_field(model: str, run_id: str | None) -> str:
@@ -49,20 +49,30 @@ def run_field(model: str, run_id: str | None) -> str:
 
 
 class ComparisonWriter:
-    """Writes gray | prediction | truth per test image into `folder/<id>.png` as evaluate
-    scores them (its per-chunk hook), replacing the previous evaluation's files."""
+    """Gray | prediction | truth per test image, as evaluate scores them (its per-chunk
+    hook), written into a folder of their own; `commit()` then puts it in the place of
+    the previous evaluation's `folder`, so a killed evaluate leaves the App's pictures
+    as they were. `paths`: id -> where its picture is once committed."""
 
     def __init__(self, folder: Path = MEDIA):
         self.folder = project_root() / folder
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.writing = self.folder.with_name(f".{self.folder.name}.{os.getpid()}.tmp")
+        for left in self.folder.parent.glob(f".{self.folder.name}.*"):  # of a killed evaluate (DVC runs one at a time)
+            shutil.rmtree(left, ignore_errors=True)
+        self.writing.mkdir(parents=True)
         self.paths: dict[str, str] = {}
 
     def __call__(self, ids, L, ab, truth: np.ndarray) -> None:
         for cid, row in zip(ids, comparison_rows(L, ab, truth)):
-            path = self.folder / f"{cid}.png"
-            save_grid([row], path)
-            self.paths[cid] = str(path)
+            save_grid([row], self.writing / f"{cid}.png")
+            self.paths[cid] = str(self.folder / f"{cid}.png")
+
+    def commit(self) -> None:
+        old = self.folder.with_name(f".{self.folder.name}.{os.getpid()}.old")
+        if self.folder.exists():
+            self.folder.rename(old)
+        self.writing.rename(self.folder)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def publish(per_image: pd.DataFrame, split: pd.DataFrame, losses: pd.DataFrame | None, comparisons: dict[str, str],

@@ -146,6 +146,7 @@ def main() -> None:
     run_id = json.loads(paths.TRAIN_REPORT.read_text()).get("mlflow_run_id") if paths.TRAIN_REPORT.exists() else None
     log_to_mlflow(run_id, m, train_params["model"])
     if comparisons is not None:
+        comparisons.commit()
         to_fiftyone(per_image, comparisons.paths, train_params["model"], run_id, best)
     print(f"evaluate: psnr {m['psnr']:.2f} dB | gray {m['psnr_gray']:.2f} | const {m['psnr_const']:.2f} | "
           f"lookup {m['psnr_lookup']:.2f} | gain over {best} {m['gain_over_best_baseline']:+.2f} dB")
