@@ -55,10 +55,11 @@ class ComparisonWriter:
     as they were. `paths`: id -> where its picture is once committed."""
 
     def __init__(self, folder: Path = MEDIA):
-        self.folder = project_root() / folder
+        self.folder = project_root() / folder  # a queued experiment's too: the project's own App shows it
         self.writing = self.folder.with_name(f".{self.folder.name}.{os.getpid()}.tmp")
-        for left in self.folder.parent.glob(f".{self.folder.name}.*"):  # of a killed evaluate (DVC runs one at a time)
-            shutil.rmtree(left, ignore_errors=True)
+        for left in self.folder.parent.glob(f".{self.folder.name}.*.*"):  # a killed evaluate's
+            if not _alive(left.name.split(".")[2]):
+                shutil.rmtree(left, ignore_errors=True)
         self.writing.mkdir(parents=True)
         self.paths: dict[str, str] = {}
 
@@ -68,11 +69,26 @@ class ComparisonWriter:
             self.paths[cid] = str(self.folder / f"{cid}.png")
 
     def commit(self) -> None:
+        """Swap the new pictures in, under a lock: queued experiments may run evaluate side by side."""
+        import fcntl
+
         old = self.folder.with_name(f".{self.folder.name}.{os.getpid()}.old")
-        if self.folder.exists():
-            self.folder.rename(old)
-        self.writing.rename(self.folder)
+        with open(self.folder.with_name(f".{self.folder.name}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.folder.exists():
+                self.folder.rename(old)
+            self.writing.rename(self.folder)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def publish(per_image: pd.DataFrame, split: pd.DataFrame, losses: pd.DataFrame | None, comparisons: dict[str, str],
