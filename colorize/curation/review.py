@@ -243,13 +243,19 @@ def embeddings_map(ds, features: Path = paths.RELEVANCE_FEATURES, scores: Path =
     if len(rows) < 5:  # t-SNE needs a few points more than its perplexity
         return 0
     import fiftyone.brain as fob
+    from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
     if MAP_KEY in ds.list_brain_runs():
         ds.delete_brain_run(MAP_KEY)
     embeddings = {sample_of[ids[i]]: v for i, v in zip(rows, np.asarray(vectors[rows], dtype=np.float32))}
-    fob.compute_visualization(
-        ds.select(list(embeddings)), embeddings=embeddings, method="tsne", brain_key=MAP_KEY, seed=0,
-        perplexity=min(30.0, (len(rows) - 1) / 3), pca_dims=min(50, len(rows) - 1), verbose=False, progress=False)
+    # One thread: beside torch's and OpenCV's, scikit-learn's OpenMP and OpenBLAS threads
+    # spun against each other (2,000 points, beside another job: 27 s with the defaults, 7 s
+    # with one thread; 300 points in the curate of a small project: 14 s, 1.4 s).
+    with threadpool_limits(1):
+        fob.compute_visualization(
+            ds.select(list(embeddings)), embeddings=embeddings, method="tsne", brain_key=MAP_KEY, seed=0,
+            perplexity=min(30.0, (len(rows) - 1) / 3), pca_dims=min(50, len(rows) - 1), verbose=False,
+            progress=False)
     return len(rows)
 
 
