@@ -181,7 +181,10 @@ def test_embeddings_map_of_the_relevance_features(tmp_path):
 def evaluated(tmp_path_factory):
     """A tiny project after `dvc repro`: curated, trained, evaluated into its FiftyOne dataset."""
     proj = make_project(tmp_path_factory.mktemp("fo-eval") / "proj", TINY)
-    out = run([bin_path("dvc"), "repro"], proj)
+    # An MLflow store of its own: MLflow keeps one dataset record per name and digest, so
+    # in the session's store this run's split (the same bytes as the e2e tests') would
+    # become the record their lineage test reads, with this project's git revision.
+    out = run([bin_path("dvc"), "repro"], proj, env={"MLFLOW_TRACKING_URI": f"sqlite:///{proj / 'mlflow.db'}"})
     return proj, out.stdout
 
 
