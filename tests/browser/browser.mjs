@@ -63,3 +63,26 @@ export async function openBrowser(name, viewport, extraArgs = []) {
   }
   return { context, close };
 }
+
+// The FiftyOne App's page, as both App tests open it: FiftyOne's own e2e flag (no
+// analytics, no "Explore Enterprise" popover), loopback only (requests elsewhere are
+// aborted and listed in result.blocked: the App must work offline), page errors kept
+// in result.pageErrors.
+export async function appPage(context, url, result) {
+  await context.addInitScript(() => {
+    window.IS_PLAYWRIGHT = true;
+  });
+  const origin = new URL(url).origin;
+  result.blocked = [];
+  await context.route(
+    (u) => u.origin !== origin,
+    (route) => {
+      result.blocked.push(route.request().url());
+      return route.abort();
+    },
+  );
+  const page = context.pages()[0] ?? (await context.newPage());
+  result.pageErrors = [];
+  page.on("pageerror", (e) => result.pageErrors.push(String(e).slice(0, 300)));
+  return page;
+}

@@ -11,7 +11,7 @@
 // Selectors are the App's own (FiftyOne 1.22): data-cy fo-grid, looker, entry-counts,
 // saved-views-*, modal, modal-looker-container, looker-error-info, new-panel-btn,
 // new-panel-option-Embeddings; the Embeddings panel's emb-* classes.
-import { openBrowser, parseArgs } from "./browser.mjs";
+import { appPage, openBrowser, parseArgs } from "./browser.mjs";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -41,21 +41,7 @@ try {
   // WebGL (the Embeddings panel's plot is three.js) from SwiftShader: no GPU here.
   browser = await openBrowser("fo-evaluation", { width: 1600, height: 1000 }, ["--enable-unsafe-swiftshader"]);
   const context = browser.context;
-  await context.addInitScript(() => {
-    window.IS_PLAYWRIGHT = true; // FiftyOne's e2e flag: no analytics, no popovers
-  });
-  const origin = new URL(url).origin;
-  result.blocked = [];
-  await context.route(
-    (u) => u.origin !== origin,
-    (route) => {
-      result.blocked.push(route.request().url());
-      return route.abort();
-    },
-  );
-  page = context.pages()[0] ?? (await context.newPage());
-  result.pageErrors = [];
-  page.on("pageerror", (e) => result.pageErrors.push(String(e).slice(0, 300)));
+  page = await appPage(context, url, result);
   // Every media file the App loads, once recording starts (the modal's).
   let media = null;
   page.on("response", (r) => {

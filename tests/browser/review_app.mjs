@@ -12,7 +12,7 @@
 // saved-views-*-selection-option, saved-views-btn-selection-clear,
 // action-tag-sample-labels, sample-tag-input, button-Apply, action-manage-selected,
 // popout.
-import { openBrowser, parseArgs } from "./browser.mjs";
+import { appPage, openBrowser, parseArgs } from "./browser.mjs";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -51,23 +51,7 @@ let page;
 try {
   browser = await openBrowser("review-app", { width: 1600, height: 1200 });
   context = browser.context;
-  // FiftyOne's own e2e flag: no analytics, no "Explore Enterprise" popover over the UI.
-  await context.addInitScript(() => {
-    window.IS_PLAYWRIGHT = true;
-  });
-  // Loopback only: the App must work offline (it asks Google for a font otherwise).
-  const origin = new URL(url).origin;
-  result.blocked = [];
-  await context.route(
-    (u) => u.origin !== origin,
-    (route) => {
-      result.blocked.push(route.request().url());
-      return route.abort();
-    },
-  );
-  page = context.pages()[0] ?? (await context.newPage());
-  result.pageErrors = [];
-  page.on("pageerror", (e) => result.pageErrors.push(String(e).slice(0, 300)));
+  page = await appPage(context, url, result);
 
   const datasetUrl = `${url}/datasets/${encodeURIComponent(dataset)}`;
 
