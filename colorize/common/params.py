@@ -35,6 +35,8 @@ from colorize.common.errors import UserError
 # so that validating params never imports torch; tests check they match the registries.
 SOURCE_NAMES = ("garden", "folder", "flowers102", "openimages")
 MODEL_NAMES = ("unet", "zhang", "resnet", "gan", "cnn")
+UNET_LOSSES = ("l1", "mse")  # train.unet.loss
+UNET_DECODES = ("regression", "bins")  # train.unet.decode
 
 
 MAX_ITEMS = 10_000  # items in one list: far above any real list, and it bounds the work
@@ -247,6 +249,14 @@ SCHEMA: dict[str, Any] = {
         "crop": Int(0, 1024),
         "hard_examples": Float(0.0, 10.0),
         "hard_tag_weight": Float(1.0, 100.0),
+        "flip_average": Bool(),
+        "unet": {
+            "global_context": Bool(),
+            "loss": Choice(UNET_LOSSES, "loss"),
+            "bins_weight": Float(0.0, 100.0),
+            "decode": Choice(UNET_DECODES, "decode"),
+            "temperature": Float(1e-3, 10.0),
+        },
         "zhang": {
             "temperature": Float(1e-3, 10.0),
             "rebalance": Bool(),
@@ -344,6 +354,8 @@ def _model_checks(t: dict, size: int) -> None:
         raise ParamsError(
             f"train.crop: must be 0 (no crop) or at most ingest.image_size ({size}) and divisible by {factor} ({why}), got {t['crop']}"
         )
+    if t["model"] == "unet" and t["unet"]["decode"] == "bins" and not t["unet"]["bins_weight"] > 0:
+        raise ParamsError("train.unet.decode: bins needs train.unet.bins_weight > 0 (else the bins head never trains)")
     if t["epochs"] <= t["warmup_epochs"]:
         raise ParamsError(f"train.warmup_epochs: must be below train.epochs ({t['epochs']}), got {t['warmup_epochs']}")
 

@@ -33,7 +33,7 @@ from torch import nn
 from colorize.common.errors import UserError, one_line
 from colorize.common.files import atomic_write
 from colorize.common.params import short, validate_model_args
-from colorize.training.models import build_model, checkpoint_priors
+from colorize.training.models import build_model, checkpoint_priors, needs_priors
 
 FORMAT = 3  # bump when the keys change: resume files of another format are not resumed
 
@@ -108,9 +108,9 @@ def build(path: Path, ckpt: dict) -> nn.Module:
 def check_shapes(path: Path, train_params: dict, state: dict) -> None:
     """Every key and shape of `state` against the model the params describe, built on
     the meta device: tensors without storage, so any width and depth cost nothing."""
-    if train_params["model"] == "zhang" and checkpoint_priors(state) is None:
+    if needs_priors(train_params) and checkpoint_priors(state) is None:
         # else build_model would read the priors stage's files, which are not this model's
-        raise UserError(f"{path}: a zhang checkpoint without its bins and class_weights")
+        raise UserError(f"{path}: a {train_params['model']} checkpoint without its bins and class_weights")
     try:
         with torch.device("meta"):
             skeleton = build_model(train_params, checkpoint_priors(state), load_weights=False)

@@ -45,7 +45,7 @@ from colorize.training import checkpoint
 from colorize.training.batches import LossTable, batch_stream, epoch_indices, hard_tag_weights
 from colorize.training.distributed import Dist, init_distributed
 from colorize.training.loader import StreamedSplit, open_split
-from colorize.training.models import build_model, count_parameters, predict_ab
+from colorize.training.models import build_model, count_parameters, needs_priors, predict_ab
 from colorize.training.models.base import ColorizationModel, StepContext
 
 GRID_IMAGES = 8  # validation images in the per-epoch grid
@@ -265,7 +265,7 @@ def train(params: dict) -> dict:
                     cfg["deterministic"])
     train_data, val_data = open_split("train"), open_split("val")  # streamed: memory flat in n
     n = len(train_data)
-    model = build_model(cfg).to(device)  # zhang reads data/priors/priors.npz (the priors stage)
+    model = build_model(cfg).to(device)  # zhang, unet's bins head: data/priors/priors.npz (the priors stage)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizers = model.configure_optimizers(cfg)
@@ -386,7 +386,7 @@ def end_epoch(mlflow, run, model, optimizers, sched, row: dict, val: StreamedSpl
 def log_params(mlflow, params: dict, model, n_train: int, n_val: int, d: Dist, device) -> None:
     cfg = params["train"]
     mlflow.log_params(tracking.flat_params("train", cfg))
-    if cfg["model"] == "zhang":
+    if needs_priors(cfg):
         mlflow.log_params(tracking.flat_params("priors", params["priors"]))
     mlflow.log_params({"ingest.image_size": params["ingest"]["image_size"], "n_train": n_train, "n_val": n_val,
                        "n_params": count_parameters(model), "world_size": d.world, "device": device.type})

@@ -3,7 +3,7 @@
 
 | train.model | module | what |
 | --- | --- | --- |
-| unet | unet.py | U-Net regressing ab, L1 loss |
+| unet | unet.py | U-Net regressing ab, L1 (or MSE) loss, optional global-feature branch |
 | zhang | zhang.py | Zhang et al.'s classifier over the ab bins, rebalanced, annealed mean |
 | resnet | resnet.py | ResNet-18 trunk + upsampling head, MSE (optional ImageNet trunk) |
 | gan | gan.py | U-Net generator + PatchGAN critic, L1 pretraining then WGAN-GP |
@@ -31,11 +31,17 @@ MODELS = {"unet": UNet, "zhang": ZhangNet, "resnet": ResNetColor, "gan": UNetGAN
 
 def build_model(train_params: dict, priors: dict[str, torch.Tensor] | None = None,
                 load_weights: bool = True) -> ColorizationModel:
-    """The model named by train.model. zhang needs the priors stage's bins and weights
+    """The model named by train.model. zhang (and unet's bins head) needs the priors stage's bins and weights
     (`colorize.training.priors.load_priors`, or a checkpoint's buffers). resnet with
     train.resnet.pretrained gets the ImageNet trunk (downloaded once into the download
     cache), unless `load_weights` is false: a caller about to load a checkpoint needs
     no download."""
+    model = _build(train_params, priors, load_weights)
+    model.flip_average = train_params.get("flip_average", False)  # read by predict_ab
+    return model
+
+
+def _build(train_params: dict, priors: dict[str, torch.Tensor] | None, load_weights: bool) -> ColorizationModel:
     name, width, depth = train_params["model"], train_params["width"], train_params["depth"]
     if name == "resnet":
         model = ResNetColor(width=width, depth=depth)
@@ -49,19 +55,32 @@ def build_model(train_params: dict, priors: dict[str, torch.Tensor] | None = Non
             model.load_imagenet(load_imagenet_resnet18(r.get("weights_url", RESNET18_URL)))
         return model
     if name == "zhang":
-        if priors is None:
-            from colorize.common import paths
-            from colorize.training.priors import load_priors
-
-            priors = load_priors(paths.PRIORS)
         z = train_params["zhang"]
+        priors = priors if priors is not None else _priors_stage()
         return ZhangNet(priors["bins"], priors["weights"], width=width, depth=depth,
                         temperature=z["temperature"], rebalance=z["rebalance"])
+    if name == "unet":  # train.unet's keys are UNet's options; a dict without them is the plain U-Net
+        priors = priors if priors is not None or not needs_priors(train_params) else _priors_stage()
+        return UNet(width=width, depth=depth, priors=priors, **train_params.get("unet", {}))
     return MODELS[name](width=width, depth=depth)
 
 
+def needs_priors(train_params: dict) -> bool:
+    """zhang, and a unet with its bins head, are built around the priors stage's bins."""
+    u = train_params.get("unet", {})
+    return train_params["model"] == "zhang" or (
+        train_params["model"] == "unet" and (u.get("bins_weight", 0) > 0 or u.get("decode") == "bins"))
+
+
+def _priors_stage() -> dict[str, torch.Tensor]:
+    from colorize.common import paths
+    from colorize.training.priors import load_priors
+
+    return load_priors(paths.PRIORS)
+
+
 def checkpoint_priors(state: dict) -> dict[str, torch.Tensor] | None:
-    """The bins and weights a zhang checkpoint carries (None for other models)."""
+    """The bins and weights a checkpoint carries (zhang, unet with its bins head; None for others)."""
     if "bins" in state and "class_weights" in state:
         return {"bins": state["bins"], "weights": state["class_weights"]}
     return None
@@ -73,12 +92,17 @@ def count_parameters(model: nn.Module) -> int:
 
 @torch.no_grad()
 def predict_ab(model: nn.Module, L: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """ab (n, H, W, 2) in Lab units for L (n, H, W) in [0, 100]."""
+    """ab (n, H, W, 2) in Lab units for L (n, H, W) in [0, 100]. A model built with
+    train.flip_average predicts each image and its mirror image, and averages the two in
+    ab (test-time flip): every caller (validation, evaluate, colorize, serving) gets it."""
     was_training = model.training
     model.eval()
     out = []
     for start in range(0, len(L), batch_size):
         x = normalise_l(L[start : start + batch_size])[:, None]
-        out.append(denormalise_ab(model.predict(x)).permute(0, 2, 3, 1))
+        ab = model.predict(x)
+        if getattr(model, "flip_average", False):
+            ab = (ab + model.predict(x.flip(-1)).flip(-1)) / 2
+        out.append(denormalise_ab(ab).permute(0, 2, 3, 1))
     model.train(was_training)
     return torch.cat(out)

@@ -21,6 +21,20 @@ def vgg_block(c_in: int, c_out: int, convs: int, stride: int = 1, dilation: int 
     return nn.Sequential(*layers)
 
 
+def bins_cross_entropy(logits: torch.Tensor, ab: torch.Tensor, bins: torch.Tensor,
+                       class_weights: torch.Tensor | None) -> torch.Tensor:
+    """Zhang et al.'s loss per pixel, (n, h, w): cross-entropy of the logits (n, Q, h, w)
+    against the soft-encoded ab (normalised, (n, 2, H, W)) shrunk to the logits' size
+    (5 nearest bins, sigma 5), each pixel weighted by the rebalancing weight of its
+    nearest bin when `class_weights` are given."""
+    small = F.interpolate(ab * AB_NORM, size=logits.shape[-2:], mode="area")
+    target = soft_encode(small, bins, dim=1)
+    ce = -(target * F.log_softmax(logits, dim=1)).sum(1)
+    if class_weights is not None:
+        ce = ce * class_weights[target.argmax(1)]
+    return ce
+
+
 class ZhangNet(ColorizationModel):
     """Zhang, Isola & Efros, "Colorful Image Colorization" (ECCV 2016), scaled by width.
 
@@ -63,12 +77,7 @@ class ZhangNet(ColorizationModel):
         return self.classify(self.features(L))
 
     def loss(self, L: torch.Tensor, ab: torch.Tensor, per_image: bool = False) -> torch.Tensor:
-        logits = self(L)
-        small = F.interpolate(ab * AB_NORM, size=logits.shape[-2:], mode="area")
-        target = soft_encode(small, self.bins, dim=1)
-        ce = -(target * F.log_softmax(logits, dim=1)).sum(1)  # (n, h, w)
-        if self.rebalance:
-            ce = ce * self.class_weights[target.argmax(1)]
+        ce = bins_cross_entropy(self(L), ab, self.bins, self.class_weights if self.rebalance else None)
         return reduce_loss(ce, per_image)
 
     def predict(self, L: torch.Tensor) -> torch.Tensor:
