@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export FIFTYONE_DO_NOT_TRACK := true
 
-.PHONY: setup system browser run test test-fast bench review sync ui dag services services-stop clean-venv
+.PHONY: setup system browser run real test test-fast bench review sync ui dag services services-stop clean-venv
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ $(STAMP): requirements.lock pyproject.toml
 
 run: setup
 	$(BIN)/dvc repro
+
+# The real-photo recipe (presets/real-photos.yaml, docs/quality.md) as a DVC experiment
+# on ../shared/data; add SET="-S data.folder.path=DIR" for your own photos.
+real: setup
+	$(BIN)/colorize-preset real-photos $(SET)
 
 test: setup system browser
 	$(BIN)/python -m pytest

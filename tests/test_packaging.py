@@ -1,7 +1,7 @@
 """The package as a user gets it: every third-party module the code imports is a pinned
 dependency in pyproject.toml (and agrees with requirements.lock and the venv), `pip
 wheel .` builds a wheel holding the package and its console scripts, and the installed
-`colorize` and `colorize-review` commands (and `python -m colorize`) run from any
+`colorize`, `colorize-review` and `colorize-preset` commands (and `python -m colorize`) run from any
 directory, not only the repository root."""
 from __future__ import annotations
 
@@ -133,6 +133,7 @@ def test_the_wheel_holds_the_package_and_its_console_scripts(wheel):
     scripts = dict(re.findall(r"^(\S+) = (\S+)$", entry_points.split("[console_scripts]")[1], re.M))
     assert scripts["colorize"] == "colorize.cli.colorize:run"
     assert scripts["colorize-review"] == "colorize.cli.review:run"
+    assert scripts["colorize-preset"] == "colorize.cli.preset:run"
     required = pins(line.removeprefix("Requires-Dist: ") for line in metadata.splitlines()
                     if line.startswith("Requires-Dist: ") and "extra ==" not in line)
     assert required == DECLARED
@@ -148,6 +149,7 @@ def run_elsewhere(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     (["colorize"], "usage: colorize [-h] -o OUTDIR", "--side-by-side"),
     (["colorize-review"], "usage: colorize-review [-h] {app,sync}", "app"),
     (["colorize-review", "app"], "usage: colorize-review app [-h] [--port PORT]", "--dataset"),
+    (["colorize-preset"], "usage: colorize-preset [-h] [-S KEY=VALUE] [--print] preset", "--set-param"),
     ([sys.executable, "-m", "colorize"], "usage: colorize [-h] -o OUTDIR", "--render-size"),
 ])
 def test_commands_print_usage_from_any_directory(tmp_path, command, usage, words):

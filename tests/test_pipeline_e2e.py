@@ -197,6 +197,33 @@ def test_zhang_trains_and_evaluates_through_dvc_exp_run(project):
     assert {"workspace", "HEAD"} <= set(sweep[0]["revisions"])  # the experiment's sweep against the commit's
 
 
+def test_a_preset_runs_as_one_dvc_experiment_with_the_unet_options(project):
+    """colorize-preset: a presets/*.yaml file becomes `dvc exp run -n NAME -S ...`. This one
+    turns on every U-Net option of the real-photo study at once (global context, the bins
+    head decoding by annealed mean, test-time flips): they train, evaluate, register and
+    sweep the temperature through DVC, and the experiment records what was set."""
+    import csv
+    import sys
+
+    proj, _ = project
+    (proj / "presets").mkdir()
+    (proj / "presets" / "tiny-hybrid.yaml").write_text(yaml.safe_dump({"train": {
+        "epochs": 2, "flip_average": True,
+        "unet": {"global_context": True, "bins_weight": 0.05, "decode": "bins", "temperature": 0.3}}}))
+    out = run([sys.executable, "-m", "colorize.cli.preset", "tiny-hybrid", "-S", "train.lr=0.002"], proj)
+    assert out.stdout.splitlines()[0].startswith("dvc exp run -n tiny-hybrid -S train.epochs=2 -S train.flip_average=true")
+    assert stages_run(out.stdout) == ["params", "train", "evaluate", "report"]
+    params = yaml.safe_load((proj / "params.yaml").read_text())["train"]
+    assert params["unet"] == {**params["unet"], "global_context": True, "bins_weight": 0.05, "decode": "bins"}
+    assert params["lr"] == 0.002 and params["flip_average"] is True
+    metrics = json.loads((proj / "reports" / "metrics.json").read_text())
+    assert math.isfinite(metrics["psnr"]) and metrics["colourfulness_ratio"] > 0
+    with open(proj / "reports" / "temperature_sweep.csv") as f:
+        assert len({r["psnr"] for r in csv.DictReader(f)}) > 1  # the bins head decodes by temperature
+    shown = run([bin_path("dvc"), "exp", "show", "--json"], proj).stdout
+    assert "tiny-hybrid" in shown
+
+
 def test_every_model_through_the_experiment_queue_into_one_mlflow_store(project):
     """`dvc exp run --queue -S train.model=X` for the other models, then `dvc queue start`:
     each trains and evaluates in DVC's temporary copy and logs to the same MLflow store."""
