@@ -49,8 +49,8 @@ LEVERS: dict[str, list[str]] = {
     "context_mse": FAST + ["train.unet.global_context=true", "train.unet.loss=mse"],
     "hybrid": FAST + ["train.unet.global_context=true", "train.unet.bins_weight=0.01"],
     "hybrid_bins": FAST + ["train.unet.global_context=true", "train.unet.bins_weight=0.05", "train.unet.decode=bins"],
-    "context_e40": FAST + ["train.unet.global_context=true", "train.epochs=40"],
-    "context_w32": FAST + ["train.unet.global_context=true", "train.width=32"],
+    "hybrid_e40": FAST + ["train.unet.global_context=true", "train.unet.bins_weight=0.01", "train.epochs=40"],
+    "hybrid_w32": FAST + ["train.unet.global_context=true", "train.unet.bins_weight=0.01", "train.width=32"],
     "zhang": FAST + ["train.model=zhang"],
 }
 
@@ -64,6 +64,7 @@ def base_project(work: Path, env: dict) -> dict[str, float]:
     if not proj.exists():
         make_project(proj, REAL)
     seconds = json.loads(record.read_text()) if record.exists() else {}
+    ran = False
     for stage in BASE_STAGES:
         if stage in seconds:
             continue
@@ -72,8 +73,11 @@ def base_project(work: Path, env: dict) -> dict[str, float]:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         seconds[stage] = round(time.perf_counter() - t, 1)
         record.write_text(json.dumps(seconds))
+        ran = True
         print(f"quality: {stage} {seconds[stage]} s", file=sys.stderr)
-    if subprocess.run(["git", "status", "--porcelain"], cwd=proj, capture_output=True, text=True).stdout.strip():
+    # Commit only what these stages made: a later call finds the last experiment applied
+    # in the workspace, which must not become the base (each lever resets to HEAD).
+    if ran:
         subprocess.run(["git", "add", "-A"], cwd=proj, check=True)
         subprocess.run(["git", "commit", "-qm", "the stages no lever changes"], cwd=proj, check=True)
     return seconds
@@ -181,7 +185,7 @@ def main() -> None:
             cmd += ["-S", s]
         if lever.startswith("preset:"):  # the preset itself, through colorize-preset, on the same photos
             path = ROOT / "presets" / f"{lever.split(':', 1)[1]}.yaml"
-            cmd = [sys.executable, "-m", "colorize.cli.preset", str(path), "-S", f"data.folder.path={SHARED}"]
+            cmd = [bin_path("colorize-preset"), str(path), "-S", f"data.folder.path={SHARED}"]
             sets = [f"{k}={preset.as_value(v)}" for k, v in preset.flatten(yaml.safe_load(path.read_text())).items()]
         subprocess.run(cmd, cwd=proj, env=env, check=True, stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - t
