@@ -43,6 +43,8 @@ def build_model(train_params: dict, priors: dict[str, torch.Tensor] | None = Non
 
 def _build(train_params: dict, priors: dict[str, torch.Tensor] | None, load_weights: bool) -> ColorizationModel:
     name, width, depth = train_params["model"], train_params["width"], train_params["depth"]
+    if priors is None and needs_priors(train_params):
+        priors = _priors_stage()
     if name == "resnet":
         model = ResNetColor(width=width, depth=depth)
         r = train_params.get("resnet", {})
@@ -56,11 +58,9 @@ def _build(train_params: dict, priors: dict[str, torch.Tensor] | None, load_weig
         return model
     if name == "zhang":
         z = train_params["zhang"]
-        priors = priors if priors is not None else _priors_stage()
         return ZhangNet(priors["bins"], priors["weights"], width=width, depth=depth,
                         temperature=z["temperature"], rebalance=z["rebalance"])
     if name == "unet":  # train.unet's keys are UNet's options; a dict without them is the plain U-Net
-        priors = priors if priors is not None or not needs_priors(train_params) else _priors_stage()
         return UNet(width=width, depth=depth, priors=priors, **train_params.get("unet", {}))
     return MODELS[name](width=width, depth=depth)
 
