@@ -166,6 +166,20 @@ def test_duplicate_groups_stay_in_one_split(staged):
     assert len(s) == int(c["keep"].sum())
 
 
+def test_split_streamed_in_blocks_of_rows_gives_the_table_of_the_whole_manifest(staged, tmp_path):
+    # The stage reads and writes the curated manifest a block of rows at a time, so its
+    # memory does not grow with the number of images (docs/scale.md); the table must be
+    # the one split() makes of the whole manifest, in the same order, with the same types.
+    curated = tmp_path / "curated.parquet"
+    staged["curated"].to_parquet(curated, index=False)
+    out = tmp_path / "split.parquet"
+    counts = split.split_file(curated, out, staged["params"], rows=7)
+    whole = split.split(pd.read_parquet(curated), staged["params"])
+    pd.testing.assert_frame_equal(pd.read_parquet(out), whole)
+    assert counts == {s: int((whole["split"] == s).sum()) for s in split.SPLITS}
+    assert sum(counts.values()) == len(whole) > 7
+
+
 def test_missing_folder_is_a_one_line_error(params, tmp_path):
     from colorize.common.errors import UserError
 
