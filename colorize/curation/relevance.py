@@ -268,15 +268,15 @@ def score_and_embed(model: RelevanceNet, images: np.ndarray, batch_size: int = 2
     (colorize/curation/review.py) places the images by them."""
     was_training = model.training
     model.eval()
-    scores, features = [], []
+    # Filled in place: lists of chunks and their concatenation held the features twice.
+    scores = np.zeros((len(images),), np.float32)
+    features = np.zeros((len(images), FEATURE_DIM), np.float16)
     for i in range(0, len(images), batch_size):
         f = model.features(to_input(images[i : i + batch_size]))
-        scores.append(torch.sigmoid(model.head(f).squeeze(1)))
-        features.append(f.half())
+        scores[i : i + len(f)] = torch.sigmoid(model.head(f).squeeze(1)).numpy()
+        features[i : i + len(f)] = f.half().numpy()
     model.train(was_training)
-    if not scores:
-        return np.zeros((0,), np.float32), np.zeros((0, FEATURE_DIM), np.float16)
-    return torch.cat(scores).numpy(), torch.cat(features).numpy()
+    return scores, features
 
 
 def save(model: RelevanceNet, path, meta: dict | None = None) -> None:
