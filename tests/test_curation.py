@@ -15,6 +15,7 @@ from colorize.common.shards import ShardReader, load_images
 from colorize.curation import relevance
 from colorize.curation import rules as curate
 from colorize.sources.ingest import ingest
+from colorize.sources.listing import read_listing
 from colorize.sources.registry import download
 from tests.conftest import ROOT
 
@@ -27,7 +28,8 @@ def curated(tmp_path_factory):
     p["data"]["garden"]["n_images"] = 600
     params = validate(p)
     work = tmp_path_factory.mktemp("curation")
-    listing = download(params, work / "raw", work / "raw" / "listing.csv")
+    download(params, work / "raw", work / "raw" / "listing.csv")
+    listing = read_listing(work / "raw" / "listing.csv")
     ingest(listing, params, work / "ingest")
     manifest = pd.read_parquet(work / "ingest" / "manifest.parquet")
     usable = manifest[manifest["status"] == "ok"].reset_index(drop=True)

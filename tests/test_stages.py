@@ -13,6 +13,7 @@ from colorize.common.shards import load_images
 from colorize.curation import checks, split
 from colorize.curation import rules as curate
 from colorize.sources import ingest
+from colorize.sources.listing import read_listing
 from colorize.sources.registry import download
 from tests.conftest import ROOT
 
@@ -57,13 +58,24 @@ def staged(tmp_path_factory, params):
     (folder / "notes.txt").write_text("not a photo")
     (folder / ".DS_Store").write_bytes(b"\0")  # hidden: not a user file
     p = {**params, "data": {**params["data"], "sources": ["garden", "folder"], "folder": {"path": str(folder)}}}
-    listing = download(p, work / "raw", work / "raw" / "listing.csv")
+    n = download(p, work / "raw", work / "raw" / "listing.csv")
+    listing = read_listing(work / "raw" / "listing.csv")
+    assert n == len(listing) > 200
     ingest.ingest(listing, p, work / "ingest")
     manifest = pd.read_parquet(work / "ingest" / "manifest.parquet")
     ok = manifest[manifest["status"] == "ok"]
     images = load_images(ok, work / "ingest" / "shards")
     curated = curate.curate(manifest, images, p)
-    return {"listing": listing, "manifest": manifest, "curated": curated, "images": images, "params": p}
+    return {"listing": listing, "manifest": manifest, "curated": curated, "images": images, "params": p, "work": work}
+
+
+def test_listing_written_row_by_row_is_the_csv_of_the_whole_table(staged, tmp_path):
+    # download writes each row as its source yields it (memory does not grow with the
+    # number of files); the file must be the one pandas wrote of the whole table before.
+    written = (tmp_path / "listing.csv")
+    staged["listing"].to_csv(written, index=False)
+    assert written.read_bytes() == (staged["work"] / "raw" / "listing.csv").read_bytes()
+    assert set(staged["listing"]["source"]) == {"garden", "folder"}
 
 
 def test_ingest_written_in_row_groups_from_listing_blocks_gives_the_same_manifest(staged, tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
 """The data sources by name (data.sources), and the download that runs them. Each turns its params into files on disk plus one listing row per file.
 
-A source is a function `fetch(data_params, out_dir) -> list[Row]`. It may write files
+A source is a function `fetch(data_params, out_dir) -> Iterable[Row]`. It may write files
 under `out_dir` (the garden generates them; Flowers-102 and Open Images download them
 through the cache in fetch.py) or point at files where they already are (a local
 folder). Either way it returns one row per file found (colorize/sources/listing.py), so
@@ -9,11 +9,12 @@ SOURCES and its name to `params.SOURCE_NAMES`.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import shutil
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -26,7 +27,7 @@ from colorize.sources.listing import COLUMNS, Row
 from colorize.sources.openimages import fetch_openimages
 
 
-def fetch_garden(data: dict, out_dir: Path) -> list[Row]:
+def fetch_garden(data: dict, out_dir: Path) -> Iterator[Row]:
     """The bundled synthetic garden, generated from data.garden (same seed, same bytes)."""
     g = data["garden"]
     cfg = garden.GardenConfig(
@@ -36,9 +37,8 @@ def fetch_garden(data: dict, out_dir: Path) -> list[Row]:
         max_size=g["max_size"],
         defect_rate=g["defect_rate"],
     )
-    records = garden.generate(out_dir, cfg, progress=True)
-    return [
-        Row(
+    for r in garden.generate(out_dir, cfg, progress=True):
+        yield Row(
             source="garden",
             path=(out_dir / r["path"]).as_posix(),
             relpath=r["path"],
@@ -48,31 +48,66 @@ def fetch_garden(data: dict, out_dir: Path) -> list[Row]:
             defect_detail=r["defect_detail"],
             defect_of=r["defect_of"],
         )
-        for r in records
-    ]
 
 
-def download(params: dict, raw_dir: Path, listing_path: Path | None) -> pd.DataFrame:
+def download(params: dict, raw_dir: Path, listing_path: Path | None) -> int:
     """Every source in data.sources, in order, into raw_dir/<source>; the listing of
     every file found, each with the sha256 and size of the bytes left at its path,
-    written to `listing_path` (whole or not at all; None: not written).
+    written to `listing_path` (whole or not at all; None: not written); returns the
+    number of rows.
 
     Only the listing is DVC's output: raw_dir/<source> is a working copy, refilled from
     the download cache (or regenerated) whenever this runs, so `dvc status` hashes one
     file rather than walking every raw image (docs/scale.md). Each source's folder is
     emptied first, as DVC would empty an output: no file of an earlier run lingers.
+    Each row is written as its source yields it, so memory does not grow with the
+    number of files (the listing is the CSV pandas' to_csv wrote, byte for byte).
     """
     raw_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name in params["data"]["sources"]:
-        shutil.rmtree(raw_dir / name, ignore_errors=True)
-        found = SOURCES[name](params["data"], raw_dir / name)
-        print(f"download: {name}: {len(found)} files")
-        rows.extend(_stamped(r.to_dict()) for r in found)
-    listing = pd.DataFrame(rows, columns=list(COLUMNS))
-    if listing_path is not None:
-        atomic_write(listing_path, lambda tmp: listing.to_csv(tmp, index=False))
-    return listing
+
+    def fetch_all(write_row: Callable[[dict], object]) -> int:
+        total = 0
+        for name in params["data"]["sources"]:
+            shutil.rmtree(raw_dir / name, ignore_errors=True)
+            found, n = iter(SOURCES[name](params["data"], raw_dir / name)), 0
+            while True:
+                try:
+                    row = next(found)
+                except StopIteration:
+                    break
+                except OSError as e:  # the source's own failure, not the listing's write
+                    raise _SourceFailed(e) from e
+                write_row(_stamped(row.to_dict()))
+                n += 1
+            print(f"download: {name}: {n} files")
+            total += n
+        return total
+
+    if listing_path is None:
+        return fetch_all(lambda row: None)
+    count = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal count
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            count = fetch_all(writer.writerow)
+
+    try:
+        atomic_write(listing_path, write)
+    except _SourceFailed as failed:
+        raise failed.error from None  # reported as the source's error, as before
+    return count
+
+
+class _SourceFailed(Exception):
+    """An OSError of a source while the listing is being written: atomic_write would
+    report it as a failure to write the listing."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
 
 
 def _stamped(row: dict) -> dict:
@@ -100,7 +135,7 @@ def restore_missing(listing: pd.DataFrame, params: dict, raw_dir: Path) -> int:
     return missing
 
 
-SOURCES: dict[str, Callable[[dict, Path], list[Row]]] = {
+SOURCES: dict[str, Callable[[dict, Path], Iterable[Row]]] = {
     "garden": fetch_garden,
     "folder": fetch_folder,
     "flowers102": fetch_flowers102,

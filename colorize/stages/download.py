@@ -18,8 +18,8 @@ from colorize.sources.registry import download
 
 
 def main() -> None:
-    listing = download(load_params(), paths.RAW, paths.LISTING)
-    print(f"download: {len(listing)} files listed in {paths.LISTING}")
+    n = download(load_params(), paths.RAW, paths.LISTING)
+    print(f"download: {n} files listed in {paths.LISTING}")
 
 
 if __name__ == "__main__":
