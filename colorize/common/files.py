@@ -65,6 +65,11 @@ def write_json(path: str | os.PathLike, obj, **dumps) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+# Rows per parquet row group, for the tables the stages write and read a block at a time
+# (ingest's and curate's manifests, split's): a reader holds one group, not the table.
+ROW_GROUP = 4096
+
+
 def read_columns(path: str | os.PathLike, columns: tuple[str, ...]):
     """Those of `columns` a parquet table has, as a DataFrame. A stage that reads only the
     columns it uses keeps ~10x less per row than one reading all 64 of the split manifest

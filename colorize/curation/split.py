@@ -18,11 +18,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from colorize.common.files import ROW_GROUP
+
 SPLITS = ("train", "val", "test")
 
-# Rows read, split and written at a time (split_file): the stage holds one block of the
-# curated manifest (~0.7 kB a row, 64 columns), not the whole table.
-ROW_BLOCK = 4096
 
 
 def unit_hash(salt: str, key: str) -> float:
@@ -44,8 +43,10 @@ def split(curated: pd.DataFrame, params: dict) -> pd.DataFrame:
     return kept.reset_index(drop=True)
 
 
-def split_file(curated: Path, out: Path, params: dict, rows: int = ROW_BLOCK) -> dict[str, int]:
-    """split() of the curated manifest at `curated`, `rows` at a time, written to `out`
+def split_file(curated: Path, out: Path, params: dict, rows: int = ROW_GROUP) -> dict[str, int]:
+    """split() of the curated manifest at `curated`, `rows` at a time (one block of its
+    ~0.7 kB rows held, not the whole table; curate writes it in row groups of as many),
+    written to `out`
     (a path the caller renames into place); returns the count per split. The same table
     as split() of the whole manifest: each row's split depends on its own group alone,
     and the blocks keep the file's order."""

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from colorize.common.files import atomic_write
+from colorize.common.files import ROW_GROUP, atomic_write
 from colorize.common.images import (
     FILE_STATUSES,
     STATUSES,
@@ -78,9 +78,8 @@ def _process(task: tuple[str, str, str, int, int]) -> dict:
     return row
 
 
-# Rows per parquet row group: ingest holds one group's rows as Python objects, not the
-# whole manifest (at 100k files that was ~5 kB a row: 0.5 GB).
-ROW_GROUP = 4096
+# Ingest holds one row group's rows (files.ROW_GROUP) as Python objects, not the whole
+# manifest (at 100k files that was ~5 kB a row: 0.5 GB).
 
 # Columns decode adds to a listing row, with the value a row that was never decoded
 # (failed download, unreadable or changed file) gets.

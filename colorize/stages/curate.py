@@ -21,8 +21,8 @@ import pandas as pd
 
 from colorize.common import paths, tracking
 from colorize.common.errors import UserError, run_main
-from colorize.common.files import atomic_write, write_json
-from colorize.common.malloc import return_freed_memory
+from colorize.common.files import ROW_GROUP, atomic_write, write_json
+from colorize.common.malloc import arrow_on_system_malloc, return_freed_memory
 from colorize.common.params import load_params
 from colorize.common.shards import ShardReader
 from colorize.curation import fodb, review
@@ -47,6 +47,7 @@ def relevance_scores() -> pd.Series | None:
 def main() -> None:
     portable.configure_torch()
     return_freed_memory()  # flat peak memory as the dataset grows (see colorize/common/malloc.py)
+    arrow_on_system_malloc()
     params = load_params()
     tracking.check_store()  # before any work: an unusable MLflow store fails now, in one line
     if not paths.INGEST_MANIFEST.exists():
@@ -59,7 +60,8 @@ def main() -> None:
     df, messages = apply_decisions(auto, decisions)
     for m in messages:
         print(f"curate: warning: {m}")
-    atomic_write(paths.CURATED_MANIFEST, lambda tmp: df.to_parquet(tmp, index=False))
+    # In row groups: split reads it a group at a time (one group would be read whole).
+    atomic_write(paths.CURATED_MANIFEST, lambda tmp: df.to_parquet(tmp, index=False, row_group_size=ROW_GROUP))
     report = summarise(df)
     report["garden_accuracy"] = garden_accuracy(df)
     report["human_decisions"] = int((df["human"] != "").sum())

@@ -12,16 +12,17 @@ from colorize.common import portable
 if __name__ == "__main__":
     portable.pin()  # before numpy and torch: the same bits on any x86-64 CPU (a data stage)
 
-from colorize.common import paths
+from colorize.common import malloc, paths
 from colorize.common.errors import UserError, run_main
-from colorize.common.files import write_json
+from colorize.common.files import ROW_GROUP, write_json
 from colorize.common.params import load_params
-from colorize.sources.ingest import ROW_GROUP, ingest
+from colorize.sources.ingest import ingest
 from colorize.sources.listing import iter_listing, read_listing
 from colorize.sources.registry import restore_missing
 
 
 def main() -> None:
+    malloc.arrow_on_system_malloc()  # flat memory as the listing grows (colorize/common/malloc.py)
     params = load_params()
     if not paths.LISTING.exists():
         raise UserError(f"{paths.LISTING} not found: run the download stage first (dvc repro download)")

@@ -37,6 +37,7 @@ def main() -> None:
     # batches above 4 MB go back to the OS when freed. With glibc's moving threshold the
     # heap ratcheted up with the number of batches (colorize/common/malloc.py).
     malloc.return_freed_memory(malloc.BATCHED_THRESHOLD)
+    malloc.arrow_on_system_malloc()
     params = load_params()
     tracking.check_store()  # before any work: an unusable MLflow store fails now, in one line
     cfg = params["relevance"]

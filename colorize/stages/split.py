@@ -13,7 +13,7 @@ from colorize.common import portable
 if __name__ == "__main__":
     portable.pin()  # before numpy and torch: the same bits on any x86-64 CPU (a data stage)
 
-from colorize.common import paths
+from colorize.common import malloc, paths
 from colorize.common.errors import UserError, run_main
 from colorize.common.files import atomic_write, write_json
 from colorize.common.params import load_params
@@ -21,6 +21,7 @@ from colorize.curation.split import SPLITS, split_file
 
 
 def main() -> None:
+    malloc.arrow_on_system_malloc()  # flat memory as the manifest grows (colorize/common/malloc.py)
     params = load_params()
     if not paths.CURATED_MANIFEST.exists():
         raise UserError(f"{paths.CURATED_MANIFEST} not found: run the curate stage first (dvc repro curate)")
