@@ -35,6 +35,8 @@ import math
 import re
 import struct
 import zlib
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -82,7 +84,8 @@ BOMB_SIDE = 30_000  # 900 Mpx: far beyond Pillow's 2 * MAX_IMAGE_PIXELS bomb err
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
                   "immunohistochemistry", "retina")
 
-_NAME_RE = re.compile(r"img_\d{5,}\.(jpg|png|gif)")
+_EXTS = ("jpg", "png", "gif")
+_NAME_RE = re.compile(r"img_(\d{5,})\.(?:jpg|png|gif)")
 
 
 @dataclass(frozen=True)
@@ -628,7 +631,32 @@ def _check(cfg: GardenConfig) -> None:
         raise ValueError(f"garden: defect_rate must be in [0, 1], got {cfg.defect_rate}")
 
 
-def _make_file(cfg: GardenConfig, index: int, kind: str, clean_files: dict, out_dir: Path) -> tuple[bytes, dict]:
+class _CleanFiles:
+    """The clean files written so far, ascending, each with its species: 9 bytes a file
+    (a dict of index -> (path, species) was ~0.2 kB, and grew with the garden)."""
+
+    def __init__(self) -> None:
+        self.indices = array("q")
+        self.species = bytearray()  # positions in SPECIES
+
+    def add(self, index: int, species: str) -> None:
+        self.indices.append(index)
+        self.species.append(SPECIES.index(species))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def pick(self, k: int) -> tuple[int, str, str]:
+        """The k-th clean file: (index, path, species); clean files are always JPEG."""
+        index = self.indices[k]
+        return index, _name(index, "jpg"), SPECIES[self.species[k]]
+
+
+def _name(index: int, ext: str) -> str:
+    return f"img_{index:05d}.{ext}"
+
+
+def _make_file(cfg: GardenConfig, index: int, kind: str, clean_files: _CleanFiles, out_dir: Path) -> tuple[bytes, dict]:
     """Bytes and truth record of file `index`; copies draw on the earlier clean_files."""
     record = {"path": "", "label": "", "defect": kind, "defect_detail": "", "defect_of": ""}
     ext = "jpg"
@@ -648,39 +676,46 @@ def _make_file(cfg: GardenConfig, index: int, kind: str, clean_files: dict, out_
             record["label"] = "irrelevant"
         else:
             # any earlier clean file: a shorter run has it too, so prefixes stay stable
-            source = list(clean_files)[int(rng.integers(len(clean_files)))]
-            path, species = clean_files[source]
+            source, path, species = clean_files.pick(int(rng.integers(len(clean_files))))
             original = (out_dir / path).read_bytes()  # from disk: memory stays flat as n grows
             data, ext, record["defect_detail"] = _derived(kind, rng, original, lambda: _clean_image(cfg, source)[2])
             record["label"], record["defect_of"] = species, path
-    record["path"] = f"img_{index:05d}.{ext}"
+    record["path"] = _name(index, ext)
     return data, record
 
 
 def generate(out_dir: Path, cfg: GardenConfig, progress: bool = True) -> list[dict]:
     """Write the garden into out_dir (created; existing *files written by a previous run are overwritten*) and return one record per file written, sorted by `path`."""
+    return sorted(iter_generate(out_dir, cfg, progress), key=lambda r: r["path"])
+
+
+def iter_generate(out_dir: Path, cfg: GardenConfig, progress: bool = True) -> Iterator[dict]:
+    """generate's records one at a time, each once its file is written, in index order
+    (path order up to 100,000 files), writing the truth CSV as they go: the download
+    holds no record of every file. The files and the truth are complete when the
+    iteration ends."""
     _check(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kinds = _schedule(cfg)
-    clean_files: dict[int, tuple[str, str]] = {}  # index -> (path, species), ascending
-    records = []
-    for index in tqdm(range(cfg.n_images), desc="garden", unit="img", disable=not progress):
-        data, record = _make_file(cfg, index, kinds[index], clean_files, out_dir)
-        if record["defect"] == "none":
-            clean_files[index] = (record["path"], record["label"])
-        (out_dir / record["path"]).write_bytes(data)
-        records.append(record)
-
-    # files of a previous, larger run would otherwise linger without a truth row
-    written = {r["path"] for r in records}
-    for stale in out_dir.iterdir():
-        if stale.is_file() and _NAME_RE.fullmatch(stale.name) and stale.name not in written:
-            stale.unlink()
-
-    records.sort(key=lambda r: r["path"])
+    clean_files = _CleanFiles()
+    exts = bytearray()  # each written file's extension, a position in _EXTS
     with open(out_dir / TRUTH_FILE, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=TRUTH_COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(records)
-    return records
+        for index in tqdm(range(cfg.n_images), desc="garden", unit="img", disable=not progress):
+            data, record = _make_file(cfg, index, kinds[index], clean_files, out_dir)
+            if record["defect"] == "none":
+                clean_files.add(index, record["label"])
+            (out_dir / record["path"]).write_bytes(data)
+            exts.append(_EXTS.index(record["path"].rsplit(".", 1)[1]))
+            writer.writerow(record)
+            yield record
+
+    # files of a previous, larger run would otherwise linger without a truth row
+    for stale in out_dir.iterdir():
+        m = _NAME_RE.fullmatch(stale.name)
+        if m and stale.is_file():
+            index = int(m.group(1))
+            if index >= len(exts) or stale.name != _name(index, _EXTS[exts[index]]):
+                stale.unlink()

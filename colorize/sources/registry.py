@@ -37,7 +37,7 @@ def fetch_garden(data: dict, out_dir: Path) -> Iterator[Row]:
         max_size=g["max_size"],
         defect_rate=g["defect_rate"],
     )
-    for r in garden.generate(out_dir, cfg, progress=True):
+    for r in garden.iter_generate(out_dir, cfg, progress=True):  # one record at a time
         yield Row(
             source="garden",
             path=(out_dir / r["path"]).as_posix(),
