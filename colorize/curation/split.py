@@ -23,7 +23,6 @@ from colorize.common.files import ROW_GROUP
 SPLITS = ("train", "val", "test")
 
 
-
 def unit_hash(salt: str, key: str) -> float:
     """A uniform number in [0, 1) that depends only on salt and key."""
     digest = hashlib.sha256(f"{salt}\0{key}".encode()).digest()
@@ -44,12 +43,11 @@ def split(curated: pd.DataFrame, params: dict) -> pd.DataFrame:
 
 
 def split_file(curated: Path, out: Path, params: dict, rows: int = ROW_GROUP) -> dict[str, int]:
-    """split() of the curated manifest at `curated`, `rows` at a time (one block of its
-    ~0.7 kB rows held, not the whole table; curate writes it in row groups of as many),
-    written to `out`
-    (a path the caller renames into place); returns the count per split. The same table
-    as split() of the whole manifest: each row's split depends on its own group alone,
-    and the blocks keep the file's order."""
+    """split() of the curated manifest at `curated`, written to `out` (a path the caller
+    renames into place) `rows` at a time: one block of its ~0.7 kB rows is held, not the
+    whole table (curate writes it in row groups of as many). Returns the count per split.
+    The same table as split() of the whole manifest: each row's split depends on its own
+    group alone, and the blocks keep the file's order."""
     source = pq.ParquetFile(curated)
     schema = source.schema_arrow.remove_metadata().append(pa.field("split", pa.large_string()))
     counts = dict.fromkeys(SPLITS, 0)
