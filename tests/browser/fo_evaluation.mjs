@@ -130,8 +130,17 @@ try {
     counter: plotError ? null : (await page.locator(".emb-plot-counter").first().textContent()).trim(),
   };
   if (!plotError && colour) {
-    await page.locator('button.emb-facet-trigger[aria-label="Color by"]').click();
-    await page.locator("input.emb-colorby-input").fill(colour);
+    // The trigger is disabled until the colour-by fields load, and the panel can re-render
+    // the header after that (closing the menu): on a slow machine one click was lost. So click
+    // until the menu's input shows, a few times, then type.
+    const input = page.locator("input.emb-colorby-input");
+    for (let attempt = 1; ; attempt++) {
+      await page.locator('button.emb-facet-trigger[aria-label="Color by"]').click({ timeout: LONG });
+      const open = await input.waitFor({ timeout: 10_000 }).then(() => true, () => false);
+      result.map.colourClicks = attempt;
+      if (open && (await input.fill(colour, { timeout: 10_000 }).then(() => true, () => false))) break;
+      if (attempt === 5) throw new Error(`the Color by menu did not open after ${attempt} clicks`);
+    }
     const option = page.locator('button[role="option"].emb-facet-row', {
       has: page.locator(".emb-facet-row-label", { hasText: new RegExp(`^\\s*${colour}\\s*$`) }),
     });
