@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image, ImageFilter
 
 from colorize.common.images import decode, fit_square
@@ -316,6 +317,23 @@ def test_near_dup_ann_search_is_the_same_every_run(planted):
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
     assert len(first[0]) > 0
 
+
+
+def test_near_dup_ann_index_in_blocks_gives_the_candidates_of_one_index():
+    """The index holds checks.ANN_BLOCK images at a time (curate's memory stays flat):
+    searched block by block and merged, the candidates and similarities are those of one
+    index over everything, exact copies (equal similarities) and near copies included."""
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((3000, len(checks.WINDOWS), 24)).astype(np.float32)
+    emb[1500:1800] = emb[:300] + 0.05 * rng.standard_normal((300, len(checks.WINDOWS), 24)).astype(np.float32)
+    emb[2000:2100] = emb[:100]  # exact copies: ties at the top_k-th place
+    emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
+    emb = torch.from_numpy(emb)
+    for min_sim in (0.5, 0.9):
+        whole = checks._candidates_ann(emb, min_sim, 6, block=10 ** 9)
+        blocks = checks._candidates_ann(emb, min_sim, 6, block=700)
+        assert len(whole[0]) >= 1000
+        assert all(np.array_equal(a, b) for a, b in zip(whole, blocks))
 
 
 def test_near_dup_data_spilled_to_memory_mapped_files_gives_the_same_pairs(planted, monkeypatch):

@@ -468,10 +468,11 @@ SPILL_FROM = 4096  # from this many images on, _NearDupData lives in memory-mapp
 ANN_LISTS = 2.0  # IVF lists = ANN_LISTS * sqrt(windows) (faiss's guideline: 1-16 sqrt(N))
 ANN_PROBE = 16  # lists searched per query: recall of the exact search's pairs, docs/scale.md
 ANN_TRAIN_PER_LIST = 64  # k-means sample per list (faiss's default 256 costs 4x for nothing here)
+ANN_BLOCK = 16384  # images whose windows the index holds at once (~50 MB): curate's memory stays flat
 
 
 def _candidates_ann(emb: torch.Tensor, min_sim: float, top_k: int, chunk: int = 8192,
-                    probe: int = ANN_PROBE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    probe: int = ANN_PROBE, block: int = ANN_BLOCK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """_candidates through a faiss inverted-file index over every window (inner product).
 
     IVF rather than HNSW: its k-means uses a fixed seed and every search scans whole
@@ -479,38 +480,57 @@ def _candidates_ann(emb: torch.Tensor, min_sim: float, top_k: int, chunk: int = 
     and with colorize.common.portable's pinned BLAS kernels not on the CPU either. Each
     query asks for (top_k + 1) * W windows: enough that its own W windows and W of each
     of top_k others cannot crowd out a reference the exact search would keep.
+
+    The index holds `block` images' windows at a time (~3 kB an image), all queries are
+    searched in each block, and each query keeps its top_k references over the blocks.
+    Every block shares the one trained quantizer, so a query probes the same lists in
+    each and the union of the blocks' lists is the whole index's: the same candidates
+    as one index over everything (tests/test_checks.py), in bounded memory. Of references
+    with equal similarity at the top_k-th place (exact copies), the lower index is kept.
     """
     import faiss
 
     n, W, D = emb.shape
-    keys = np.ascontiguousarray(emb.reshape(-1, D).numpy(), dtype=np.float32)
+    keys = emb.reshape(-1, D)
     lists = max(1, min(int(ANN_LISTS * math.sqrt(len(keys))), len(keys) // 39))
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(D), D, lists, faiss.METRIC_INNER_PRODUCT)
     index.cp.max_points_per_centroid = ANN_TRAIN_PER_LIST
-    index.train(keys)
-    index.add(keys)
+    index.train(np.ascontiguousarray(keys.numpy(), dtype=np.float32))  # k-means on a seeded sample
     index.nprobe = min(probe, lists)
     k = (top_k + 1) * W
-    out_q, out_r, out_s = [], [], []
-    for q0 in range(0, n, chunk):
-        queries = np.ascontiguousarray(emb[q0:q0 + chunk, 0].numpy(), dtype=np.float32)
-        sim, ids = index.search(queries, k)  # rows in descending similarity
-        rows = np.arange(q0, q0 + len(queries))[:, None]
-        ref = np.where(ids >= 0, ids // W, -1)
-        # the first hit of each reference in a row is its best window (rows are sorted)
-        order = np.argsort(ref, axis=1, kind="stable")
-        sorted_ref = np.take_along_axis(ref, order, 1)
-        first_sorted = np.ones_like(sorted_ref, dtype=bool)
-        first_sorted[:, 1:] = sorted_ref[:, 1:] != sorted_ref[:, :-1]
-        first = np.zeros_like(first_sorted)
-        np.put_along_axis(first, order, first_sorted, 1)
-        valid = first & (ref >= 0) & (ref != rows) & (sim >= min_sim)
-        valid &= np.cumsum(valid, axis=1) <= top_k
-        r, c = np.nonzero(valid)
-        out_q.append(r + q0)
-        out_r.append(ref[r, c])
-        out_s.append(sim[r, c])
-    return np.concatenate(out_q), np.concatenate(out_r).astype(np.int64), np.concatenate(out_s)
+    found = [(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))]
+    for b0 in range(0, n, block):
+        index.reset()  # empties the lists, keeps the quantizer
+        part = np.ascontiguousarray(keys[b0 * W:(b0 + block) * W].numpy(), dtype=np.float32)
+        index.add_with_ids(part, np.arange(b0 * W, b0 * W + len(part), dtype=np.int64))
+        for q0 in range(0, n, chunk):
+            queries = np.ascontiguousarray(emb[q0:q0 + chunk, 0].numpy(), dtype=np.float32)
+            sim, ids = index.search(queries, k)  # rows in descending similarity
+            rows = np.arange(q0, q0 + len(queries))[:, None]
+            ref = np.where(ids >= 0, ids // W, -1)
+            # the first hit of each reference in a row is its best window (rows are sorted)
+            order = np.argsort(ref, axis=1, kind="stable")
+            sorted_ref = np.take_along_axis(ref, order, 1)
+            first_sorted = np.ones_like(sorted_ref, dtype=bool)
+            first_sorted[:, 1:] = sorted_ref[:, 1:] != sorted_ref[:, :-1]
+            first = np.zeros_like(first_sorted)
+            np.put_along_axis(first, order, first_sorted, 1)
+            valid = first & (ref >= 0) & (ref != rows) & (sim >= min_sim)
+            r, c = np.nonzero(valid)
+            found.append(_top_per_query(r + q0, ref[r, c], sim[r, c], top_k))
+        # each query's top_k so far (the blocks' candidates are merged as they come)
+        found = [_top_per_query(*map(np.concatenate, zip(*found)), top_k)]
+    return found[0]
+
+
+def _top_per_query(q: np.ndarray, r: np.ndarray, s: np.ndarray, top_k: int):
+    """Each query's top_k (reference, similarity) by similarity, ties to the lower reference."""
+    order = np.lexsort((r, -s, q))
+    q, r, s = q[order], r[order].astype(np.int64), s[order]
+    starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]]) if len(q) else np.zeros(0, dtype=np.int64)
+    rank = np.arange(len(q)) - np.repeat(starts, np.diff(np.r_[starts, len(q)]))
+    keep = rank < top_k
+    return q[keep], r[keep], s[keep]
 
 
 def _normalised(k: torch.Tensor) -> torch.Tensor:
@@ -722,7 +742,7 @@ def near_duplicate_pairs(images: np.ndarray, candidate_sim: float = 0.94, top_k:
     against all pairs: docs/scale.md (bench/near_dup.py).
     Memory: ~9 kB per image, memory-mapped from SPILL_FROM images on (in the system's
     temporary folder: TMPDIR), plus one block x block*30 similarity matrix (exact) or
-    the index, ~3 kB per image (ann).
+    the index over ANN_BLOCK images (~50 MB) and the candidates (ann).
     """
     images = _as_batch(images)
     cols = ["i", "j", "query", "window_sim", "ncc", "detail_ncc", "local_ncc", "local_detail", "colour_diff", "scale",
