@@ -85,7 +85,7 @@ SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field
                   "immunohistochemistry", "retina")
 
 _EXTS = ("jpg", "png", "gif")
-_NAME_RE = re.compile(r"img_(\d{5,})\.(?:jpg|png|gif)")
+_NAME_RE = re.compile(rf"img_(\d{{5,}})\.(?:{'|'.join(_EXTS)})")
 
 
 @dataclass(frozen=True)
