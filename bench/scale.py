@@ -3,7 +3,8 @@
 For each N, builds a fresh git+DVC project whose garden has N images, runs every stage
 as `dvc repro` would (params, download, ingest, relevance, curate, split, priors, one
 epoch of train, evaluate, report), each in its own process: wall time, images/s, that process's
-peak RSS and its peak anonymous memory (run_measured). Then `dvc commit`, and the median of 5 `dvc status` and no-op `dvc repro`.
+peak RSS and its peak anonymous memory (run_measured). Then `dvc commit`, and the median of 5 `dvc status` and no-op `dvc repro`
+(of the stages up to `--until`).
 
     .venv/bin/python -m bench.scale [--size 64] 1000 10000 30000 > reports/scale.json
     .venv/bin/python -m bench.scale --until priors --set relevance.epochs=2 2000 6000   # a quick profile
@@ -102,13 +103,14 @@ def measure(n: int, size: int, work: Path, until: str = STAGES[-1], overrides: d
         out[stage] = {"seconds": round(seconds, 2), "images_per_s": round((counted or 0) / seconds, 1),
                       "peak_rss_mb": round(mb, 1), "peak_anon_mb": round(anon, 1)}
         print(f"scale: n={n} {stage}: {out[stage]}", file=sys.stderr, flush=True)
-    if until != STAGES[-1]:
-        return out  # a partial pipeline: dvc status would only say what is left to run
-    committed = subprocess.run([bin_path("dvc"), "commit", "-f", "-q"], cwd=proj, capture_output=True, text=True)
+    # a partial pipeline: commit, status and repro the stages run, up to `until`
+    targets = [] if until == STAGES[-1] else [until, "--with-deps"]
+    committed = subprocess.run([bin_path("dvc"), "commit", "-f", "-q", *targets], cwd=proj, capture_output=True,
+                               text=True)
     if committed.returncode:
         raise SystemExit(f"bench.scale: dvc commit failed: {committed.stderr.strip()[-2000:]}")
-    status = timed([bin_path("dvc"), "status"], proj)
-    noop = timed([bin_path("dvc"), "repro"], proj)
+    status = timed([bin_path("dvc"), "status", *targets], proj)
+    noop = timed([bin_path("dvc"), "repro", *targets[:1]], proj)
     out |= {
         "dvc_status_seconds_median": round(statistics.median(status), 3),
         "dvc_status_seconds_spread": [round(min(status), 3), round(max(status), 3)],
