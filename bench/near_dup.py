@@ -104,8 +104,9 @@ def measure(n: int, t: dict) -> dict:
 def main() -> None:
     sizes = [int(a) for a in sys.argv[1:]] or [1000, 10000]
     t = thresholds(load_params()["curate"])
-    print(json.dumps({"ann": {"from": checks.ANN_FROM, "lists_per_sqrt": checks.ANN_LISTS,
-                              "probe": checks.ANN_PROBE}, "results": [measure(n, t) for n in sizes]}, indent=2))
+    ann = {"from": checks.ANN_FROM, "lists_per_sqrt": checks.ANN_LISTS, "probe": checks.ANN_PROBE,
+           "block": checks.ANN_BLOCK}
+    print(json.dumps({"ann": ann, "results": [measure(n, t) for n in sizes]}, indent=2))
 
 
 if __name__ == "__main__":

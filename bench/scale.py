@@ -2,9 +2,9 @@
 
 For each N, builds a fresh git+DVC project whose garden has N images, runs every stage
 as `dvc repro` would (params, download, ingest, relevance, curate, split, priors, one
-epoch of train, evaluate, report), each in its own process: wall time, images/s, that process's
-peak RSS and its peak anonymous memory (run_measured). Then `dvc commit`, and the median of 5 `dvc status` and no-op `dvc repro`
-(of the stages up to `--until`).
+epoch of train, evaluate, report), each in its own process: wall time, images/s, that
+process's peak RSS and its peak anonymous memory (run_measured). Then `dvc commit`, and
+the median of 5 `dvc status` and no-op `dvc repro` (of the stages up to `--until`).
 
     .venv/bin/python -m bench.scale [--size 64] 1000 10000 30000 > reports/scale.json
     .venv/bin/python -m bench.scale --until priors --set relevance.epochs=2 2000 6000   # a quick profile
