@@ -19,7 +19,8 @@ import time
 from colorize.common import portable
 
 portable.pin()  # as the stage's own __main__ does, before numpy and torch
-_peak = [0]
+_peak = [0]  # since the current step began (a nested step restarts it)
+_overall = [0]  # the whole run's
 
 
 def _anon_mb() -> int:
@@ -32,7 +33,8 @@ def _anon_mb() -> int:
 
 def _sample() -> None:
     while True:
-        _peak[0] = max(_peak[0], _anon_mb())
+        now = _anon_mb()
+        _peak[0], _overall[0] = max(_peak[0], now), max(_overall[0], now)
         time.sleep(0.01)
 
 
@@ -58,7 +60,8 @@ def main() -> None:
         module, name = spec.split(":")
         _wrap(stage if module == "stage" else importlib.import_module(module), name)
     stage.main()
-    print(f"END peak {_peak[0]} MB, now {_anon_mb()} MB", file=sys.stderr)
+    print(f"END peak {_overall[0]} MB (the whole run), since the last step {_peak[0]} MB, now {_anon_mb()} MB",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":
