@@ -192,6 +192,22 @@ def test_split_streamed_in_blocks_of_rows_gives_the_table_of_the_whole_manifest(
     assert sum(counts.values()) == len(whole) > 7
 
 
+def test_curated_manifest_written_a_row_group_at_a_time_is_the_table_of_the_whole(staged, tmp_path):
+    # Curate converts its manifest to Arrow a row group at a time (docs/scale.md): the file
+    # must read back as the one to_parquet writes of the whole table, types and all.
+    import pyarrow.parquet as pq
+
+    from colorize.common.files import write_parquet_in_groups
+
+    curated = staged["curated"]
+    whole, groups = tmp_path / "whole.parquet", tmp_path / "groups.parquet"
+    curated.to_parquet(whole, index=False)
+    write_parquet_in_groups(curated, groups, rows=7)
+    assert pq.ParquetFile(groups).metadata.num_row_groups == -(-len(curated) // 7) > 1
+    assert pq.read_table(groups).equals(pq.read_table(whole))
+    pd.testing.assert_frame_equal(pd.read_parquet(groups), pd.read_parquet(whole))
+
+
 def test_missing_folder_is_a_one_line_error(params, tmp_path):
     from colorize.common.errors import UserError
 

@@ -79,3 +79,19 @@ def read_columns(path: str | os.PathLike, columns: tuple[str, ...]):
 
     present = set(pq.read_schema(path).names)
     return pd.read_parquet(path, columns=[c for c in columns if c in present])
+
+
+def write_parquet_in_groups(df, path: str | os.PathLike, rows: int = ROW_GROUP) -> None:
+    """`df.to_parquet(path, index=False, row_group_size=rows)`, converted to Arrow `rows` at
+    a time: the whole table's conversion held a second copy of it (~0.9 kB a row of the
+    curated manifest). The same table read back; the schema is the first block's, so a
+    column must not be all None there and hold strings later (none of ours are)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    first = pa.Table.from_pandas(df.iloc[:rows], preserve_index=False)
+    with pq.ParquetWriter(path, first.schema) as writer:
+        writer.write_table(first)
+        for start in range(rows, len(df), rows):
+            writer.write_table(pa.Table.from_pandas(df.iloc[start:start + rows], schema=first.schema,
+                                                    preserve_index=False))

@@ -132,8 +132,7 @@ def curate(manifest: pd.DataFrame, images: np.ndarray | None, params: dict, rele
     df["group"] = df["sha256"]
     idx = np.flatnonzero(usable)
     if len(idx) > 1:
-        u = df.loc[usable]
-        quality = keep_rank(u)
+        quality = keep_rank(df.loc[usable, list(KEEP_RANK_COLUMNS)])  # not a copy of every column
         t = thresholds(cfg)
         group, _ = checks.near_duplicate_groups(
             images, quality=quality, threshold=t["near_duplicate"], colour_threshold=t["near_duplicate_colour"]
@@ -179,6 +178,9 @@ def _check_detail(name: str, df: pd.DataFrame, limits: dict) -> list[str]:
     if col not in df:
         return [name] * len(df)
     return [f"{col}={v:.3f} {op} {limits[key]}" for v in df[col]]
+
+
+KEEP_RANK_COLUMNS = ("width", "height", "mode", "bytes")
 
 
 def keep_rank(rows: pd.DataFrame) -> np.ndarray:
