@@ -8,6 +8,7 @@ the median of 5 `dvc status` and no-op `dvc repro` (of the stages up to `--until
 
     .venv/bin/python -m bench.scale [--size 64] 1000 10000 30000 > reports/scale.json
     .venv/bin/python -m bench.scale --until priors --set relevance.epochs=2 2000 6000   # a quick profile
+    .venv/bin/python -m bench.scale --work /tmp/scale --until relevance 10000   # keep the project (bench.stepmem)
 
 `--size` is ingest.image_size (train.crop follows at 7/8 of it). Not a test: it asserts
 nothing and takes tens of minutes from 10,000 images on.
@@ -127,6 +128,9 @@ def main() -> None:
     ap.add_argument("--until", choices=STAGES, default=STAGES[-1], help="stop after this stage (a profile of the first ones)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a params.yaml override, e.g. relevance.epochs=2 (YAML value); repeatable")
+    ap.add_argument("--work", type=Path, metavar="DIR",
+                    help="build the projects in DIR/n<N>-<size> and keep them (for bench.stepmem); "
+                         "default: a temporary folder, removed")
     args = ap.parse_args()
     overrides = {}
     for item in args.set:
@@ -135,9 +139,11 @@ def main() -> None:
             ap.error(f"--set {item!r}: expected KEY=VALUE")
         overrides[key] = yaml.safe_load(value)
     with tempfile.TemporaryDirectory() as tmp:
+        work = args.work.resolve() if args.work else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         results = []
         for n in args.sizes:
-            results.append(measure(n, args.size, Path(tmp), args.until, overrides))
+            results.append(measure(n, args.size, work, args.until, overrides))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     print(json.dumps({"cpus": os.cpu_count(), "results": results}, indent=2))
 
